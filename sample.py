@@ -1,0 +1,54 @@
+"""Pictures from a run folder: new images from the prior, reconstructions, or the learned codebook.
+
+    python sample.py --workdir runs/f64 --num 64 --out samples/ --seed 0 \
+        --temperature 1.0 --top_k 100 --top_p 0.95 [--label 12 --cfg_scale 2.0]
+    python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
+    python sample.py --workdir runs/f64 --codebook --out codebook.png
+
+Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
+default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
+"""
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder written by train.py.")
+_OUT = flags.DEFINE_string("out", None, "Output folder (sampling) or PNG file (--reconstruct, --codebook).")
+_NUM = flags.DEFINE_integer("num", 16, "Number of images to sample.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same images.")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Images sampled per batch.")
+_TEMPERATURE = flags.DEFINE_float("temperature", None, "Softmax temperature (0 = greedy).")
+_TOP_K = flags.DEFINE_integer("top_k", None, "Keep the k most likely codes (0 = off).")
+_TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off).")
+_LABEL = flags.DEFINE_integer("label", None, "Class id for a class-conditional prior.")
+_CFG = flags.DEFINE_float("cfg_scale", None, "Classifier-free guidance scale (with --label; 1 = off).")
+_RANDOM_FIRST = flags.DEFINE_bool("random_first_token", False,
+                                  "Set the first code at random and let the prior fill in the rest (seed 000).")
+_RECONSTRUCT = flags.DEFINE_string("reconstruct", None, "An image file or folder to reconstruct.")
+_CODEBOOK = flags.DEFINE_bool("codebook", False, "Draw the learned codebook with a usage histogram.")
+flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from vqgan_jax import cli
+    cli.quiet_logs()
+
+    def go():
+        from vqgan_jax import pictures
+        if _RECONSTRUCT.value:
+            print(pictures.write_reconstructions(_WORKDIR.value, _RECONSTRUCT.value, _OUT.value))
+        elif _CODEBOOK.value:
+            print(pictures.write_codebook(_WORKDIR.value, _OUT.value))
+        else:
+            paths = pictures.write_samples(
+                _WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value, batch_size=_BATCH.value,
+                temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, cfg_scale=_CFG.value,
+                label=_LABEL.value, random_first_token=_RANDOM_FIRST.value)
+            print(f"wrote {len(paths)} images and grid.png to {_OUT.value}")
+
+    raise SystemExit(cli.run_cli(go))
+
+
+if __name__ == "__main__":
+    from vqgan_jax.cli import parse_flags
+    app.run(main, flags_parser=parse_flags)

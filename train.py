@@ -1,0 +1,42 @@
+"""Train a VQGAN (stage 1) or its GPT-2 prior (stage 2) into a run folder.
+
+    python train.py --config configs/flowers64.py --workdir runs/f64 [--stage vqgan|prior] \
+        [--config.train.num_steps=20000 --config.data.source=folder --config.data.dir=DIR ...]
+
+Run the same command again to continue from the last checkpoint (raise train.num_steps to train
+longer). See README.md for the run-folder layout and every config key.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/NAME.py[:preset]); override keys with --config.KEY=VALUE.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (DIR/vqgan, DIR/prior, DIR/tokens live here).")
+_STAGE = flags.DEFINE_enum("stage", "vqgan", ["vqgan", "prior"], "Which stage to train.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-host GPU clusters, TPU pods).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from vqgan_jax import cli
+    cli.quiet_logs()
+
+    def go():
+        cli.maybe_initialize_distributed(_DISTRIBUTED.value)
+        if _STAGE.value == "vqgan":
+            from vqgan_jax.stage1 import train_vqgan
+            train_vqgan(_CONFIG.value, _WORKDIR.value)
+        else:
+            from vqgan_jax.stage2 import train_prior
+            train_prior(_CONFIG.value, _WORKDIR.value)
+
+    raise SystemExit(cli.run_cli(go))
+
+
+if __name__ == "__main__":
+    from vqgan_jax.cli import parse_flags
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,74 @@
+"""What the entry points share: quiet logs, multi-host start-up, and one-line errors.
+
+`run_cli(fn)` calls `fn()` and turns a `UserError` into `error: <message>` on stderr with exit
+status 2 (never a traceback); a `KeyboardInterrupt` exits with 130.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from vqgan_jax.errors import UserError
+
+
+def quiet_logs() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("absl", "orbax", "jax", "tensorflow", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+    """Multi-host: `jax.distributed.initialize()` auto-detects TPU pods, SLURM and Kubernetes set-ups."""
+    if enabled:
+        import jax
+        jax.distributed.initialize()
+
+
+def run_cli(fn: Callable[[], object]) -> int:
+    try:
+        fn()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e)
+    if "Traceback" in text:  # config_flags embeds the config file's traceback: keep its last line
+        text = text.strip().splitlines()[-1]
+    if "Failed loading config file" in text or "No such file or directory" in text:
+        missing = [w for w in text.split() if w.endswith(".py")]
+        if missing:
+            return f"config file not found: {missing[-1]}"
+    if isinstance(e, (KeyError, AttributeError)) and text[:1] in "'\"":
+        text = text[1:-1]  # KeyError / AttributeError quote their message
+    text = text.replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+    return " ".join(text.split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with one-line errors: a misspelt --config.key, a bad value or a config file
+    that fails to load ends with `error: ...` and exit status 2 instead of a traceback."""
+    from absl import flags
+    try:
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+            _ = flags.FLAGS.config.keys  # config files load lazily: surface their errors here
+        return rest
+    except flags.Error as e:
+        print(f"error: {_one_line(e)} (see --help)", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - any failure while reading flags/configs is the user's input
+        print(f"error: bad command line or config: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+    raise SystemExit(2)

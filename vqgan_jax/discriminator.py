@@ -1,0 +1,65 @@
+"""The PatchGAN discriminator (after taming's NLayerDiscriminator, pix2pix) without BatchNorm, and
+`discriminator_from_config` to build it from the `disc` config section.
+
+BatchNorm is replaced by GroupNorm or nothing, so the discriminator has no mutable batch statistics and
+its output for an image never depends on the rest of the batch.
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from vqgan_jax.errors import UserError
+from vqgan_jax.layers import conv, dtype_from_name, normalize
+
+Dtype = Any
+NORMS = ("group", "none")
+
+
+class PatchDiscriminator(nn.Module):
+    """x: float (B, H, W, C) in [-1, 1] -> logits float32 (B, H', W', 1), one per overlapping patch.
+
+    conv4x4 s2 + leaky_relu(0.2); (n_layers - 1) x [conv4x4 s2 (ndf * min(2^n, 8) channels) + norm + leaky];
+    conv4x4 s1 + norm + leaky; conv4x4 s1 -> 1 channel; all with padding 1 (64px, n_layers 3 -> 6x6).
+    Convs followed by a GroupNorm have no bias (the norm's own bias replaces it).
+    """
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "group"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        del train  # no dropout or batch statistics: same function in train and eval
+        if self.norm not in NORMS:
+            raise UserError(f"unknown discriminator norm {self.norm!r}: use one of {NORMS}")
+        pad = ((1, 1), (1, 1))
+        use_norm = self.norm == "group"
+
+        def block(h, features, stride, i):
+            h = conv(features, 4, self.dtype, f"conv_{i}", stride=stride, padding=pad, use_bias=not use_norm)(h)
+            if use_norm:
+                h = normalize(features, self.dtype, name=f"norm_{i}")(h)
+            return nn.leaky_relu(h, 0.2)
+
+        h = nn.leaky_relu(conv(self.ndf, 4, self.dtype, "conv_0", stride=2, padding=pad)(x), 0.2)
+        for n in range(1, self.n_layers):
+            h = block(h, self.ndf * min(2 ** n, 8), 2, n)
+        h = block(h, self.ndf * min(2 ** self.n_layers, 8), 1, self.n_layers)
+        logits = conv(1, 4, self.dtype, "conv_out", padding=pad)(h)
+        return logits.astype(jnp.float32)
+
+
+def discriminator_from_config(disc_cfg: Any, dtype: Dtype | str = jnp.float32) -> PatchDiscriminator:
+    """A PatchDiscriminator from the `disc` config section (keys ndf, n_layers, norm); dtype: the compute
+    dtype, a jnp dtype or its name ('float32' | 'bfloat16'), normally the model's."""
+    if isinstance(dtype, str):
+        dtype = dtype_from_name(dtype)
+    norm = str(disc_cfg["norm"])
+    if norm not in NORMS:
+        raise UserError(f"unknown disc.norm {norm!r}: use one of {NORMS}")
+    if int(disc_cfg["ndf"]) <= 0 or int(disc_cfg["n_layers"]) < 1:
+        raise UserError(f"disc.ndf must be positive and disc.n_layers >= 1, got {disc_cfg['ndf']}, "
+                        f"{disc_cfg['n_layers']}")
+    return PatchDiscriminator(ndf=int(disc_cfg["ndf"]), n_layers=int(disc_cfg["n_layers"]), norm=norm, dtype=dtype)

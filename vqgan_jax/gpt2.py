@@ -1,0 +1,236 @@
+"""GPT-2 (Radford et al., 2019) in Flax linen, with Hugging Face GPT-2's parameter names.
+
+What lives here:
+- `GPT2LMHead`: the language model (token + learned position embeddings, pre-LayerNorm blocks, final
+  LayerNorm, lm head tied to `wte`), built from explicit fields;
+- `GPT2LMHeadModel(config, dtype)`: builds a `GPT2LMHead` from a `transformers.GPT2Config`;
+- `init_cache(model, batch_size, max_len)`: the zeroed KV cache for decode mode.
+
+Parameter tree (HF's `transformer.h.0.attn.c_attn.weight` is our `h_0/attn/c_attn/kernel`):
+  wte/embedding (V, C), wpe/embedding (P, C),
+  h_i/{ln_1, attn/{c_attn, c_proj}, ln_2, mlp/{c_fc, c_proj}}, ln_f.
+HF's Conv1D keeps its weight as (in, out), the layout of a Flax Dense kernel, so no tensor is transposed.
+
+Decode mode (flax lm1b style): `init` with `decode=True` on a (B, max_len) dummy input creates the
+'cache' collection: per layer `cached_key` / `cached_value` float (B, max_len, n_head, head_dim), plus
+one `cache_index` int32 () at the top. Each later call with `decode=True` and `mutable=['cache']` writes
+its (B, L) tokens' keys and values at `cache_index` and advances it by L; shapes never change, so a
+jitted decode step compiles once.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vqgan_jax.errors import UserError
+
+# GPT-2's 'gelu_new' and PyTorch's gelu(approximate='tanh') are the same tanh formula.
+_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def _attend(q, k, v, *, mask, causal, dropout: nn.Module | None, impl):
+    """Scaled dot-product attention.
+
+    q: (B, T, H, D); k, v: (B, S, H, D); mask: bool broadcastable to (B, H, T, S) or None.
+    Returns (B, T, H, D) in q's dtype. `jax.nn.dot_product_attention` has no dropout on the
+    attention weights, so only training with attn_pdrop > 0 takes the explicit softmax path.
+    """
+    if dropout is None:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=impl)
+    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(q.shape[-1])                          # (B, H, T, S) float32
+    if causal:
+        mask = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))[None, None]
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
+    return jnp.einsum("bhts,bshd->bthd", weights.astype(v.dtype), v)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with GPT-2's fused `c_attn` and output `c_proj`."""
+    n_head: int
+    init_std: float = 0.02
+    proj_std: float = 0.02            # GPT-2 scales c_proj's init by 1/sqrt(2 * n_layer)
+    attn_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: str | None = None  # None/'xla' or 'cudnn' (jax.nn.dot_product_attention)
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, decode: bool, cache_index=None):
+        """x: (B, T, C) -> (B, T, C). In decode mode cache_index (int32 ()) is where x's tokens go."""
+        b, t, c = x.shape
+        head_dim = c // self.n_head
+        qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
+                       name="c_attn")(x)                                   # (B, T, 3C)
+        q, k, v = (a.reshape(b, t, self.n_head, head_dim) for a in jnp.split(qkv, 3, axis=-1))
+
+        mask, causal = None, True
+        if decode:
+            initialized = self.has_variable("cache", "cached_key")
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+            if initialized:  # on the `init` call the cache is only created; attention stays plain causal
+                start = (0, cache_index, 0, 0)
+                k = jax.lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), start)
+                v = jax.lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype), start)
+                cached_key.value, cached_value.value = k, v                 # (B, max_len, H, D)
+                # Query i (at position cache_index + i) sees keys at positions <= its own; the rest of
+                # the fixed-size cache is either older tokens (kept) or not yet written (masked out).
+                q_pos = cache_index + jnp.arange(t)
+                mask = (jnp.arange(k.shape[1])[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
+                causal = False
+
+        use_dropout = train and self.attn_pdrop > 0
+        y = _attend(q, k, v, mask=mask, causal=causal,
+                    dropout=nn.Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None,
+                    impl=None if mask is not None else self.attention_impl)
+        y = y.reshape(b, t, c)                                              # heads merged back
+        y = nn.Dense(c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
+                     name="c_proj")(y)
+        return nn.Dropout(self.resid_pdrop)(y, deterministic=not train)
+
+
+class MLP(nn.Module):
+    """c_fc (C -> n_inner), tanh GELU, c_proj (n_inner -> C), residual dropout."""
+    n_inner: int
+    init_std: float = 0.02
+    proj_std: float = 0.02
+    resid_pdrop: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        """x: (B, T, C) -> (B, T, C)."""
+        h = nn.Dense(self.n_inner, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
+                     name="c_fc")(x)
+        h = jax.nn.gelu(h, approximate=True)
+        h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
+                     name="c_proj")(h)
+        return nn.Dropout(self.resid_pdrop)(h, deterministic=not train)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    n_head: int
+    n_inner: int
+    layer_norm_epsilon: float = 1e-5
+    init_std: float = 0.02
+    proj_std: float = 0.02
+    attn_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, decode: bool, cache_index=None):
+        """x: (B, T, C) -> (B, T, C)."""
+        # Two-pass variance, as PyTorch's LayerNorm computes it: keeps parity with HF within 1e-5.
+        ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                                           use_fast_variance=False, name=name)
+        x = x + CausalSelfAttention(self.n_head, self.init_std, self.proj_std, self.attn_pdrop,
+                                    self.resid_pdrop, self.dtype, self.attention_impl, name="attn")(
+            ln("ln_1")(x), train=train, decode=decode, cache_index=cache_index)
+        x = x + MLP(self.n_inner, self.init_std, self.proj_std, self.resid_pdrop, self.dtype, name="mlp")(
+            ln("ln_2")(x), train=train)
+        return x
+
+
+class GPT2LMHead(nn.Module):
+    """GPT-2 language model with the lm head tied to the token embedding.
+
+    Fields mirror GPT2Config (n_inner None means 4 * n_embd). `dtype` is the compute dtype;
+    parameters stay float32 and logits are returned in float32.
+    """
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_inner: int | None = None
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    embd_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
+    attn_pdrop: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, *, train: bool = False, decode: bool = False, positions=None):
+        """input_ids: int32 (B, T) -> logits float32 (B, T, vocab_size).
+
+        positions: optional int32 (B, T) or (T,) position ids; by default 0..T-1, or in decode mode
+        cache_index..cache_index+T-1. Dropout (rng stream 'dropout') is active only when train=True.
+        """
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        _, t = input_ids.shape
+        if t > self.n_positions:
+            raise ValueError(f"sequence length {t} exceeds n_positions {self.n_positions}")
+        init = nn.initializers.normal(self.initializer_range)
+        wte = nn.Embed(self.vocab_size, self.n_embd, dtype=self.dtype, embedding_init=init, name="wte")
+        wpe = nn.Embed(self.n_positions, self.n_embd, dtype=self.dtype, embedding_init=init, name="wpe")
+
+        cache_index = None
+        if decode:
+            initialized = self.has_variable("cache", "cache_index")
+            index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+            if initialized:
+                cache_index = index.value
+                index.value = cache_index + t
+        if positions is None:
+            positions = jnp.arange(t, dtype=jnp.int32) if cache_index is None else cache_index + jnp.arange(t)
+
+        x = wte(input_ids) + wpe(positions)                                 # (B, T, C)
+        x = nn.Dropout(self.embd_pdrop)(x, deterministic=not train)
+        proj_std = self.initializer_range / math.sqrt(2 * self.n_layer)
+        for i in range(self.n_layer):
+            x = Block(self.n_head, self.n_inner or 4 * self.n_embd, self.layer_norm_epsilon,
+                      self.initializer_range, proj_std, self.attn_pdrop, self.resid_pdrop, self.dtype,
+                      self.attention_impl, name=f"h_{i}")(
+                x, train=train, decode=decode, cache_index=cache_index)
+        x = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, use_fast_variance=False,
+                         name="ln_f")(x)
+        return wte.attend(x).astype(jnp.float32)                          # (B, T, V)
+
+
+def check_config(config) -> None:
+    """Raises UserError when a GPT2Config asks for something this GPT-2 does not implement."""
+    if getattr(config, "model_type", None) != "gpt2":
+        raise UserError(f"expected a GPT-2 config (model_type 'gpt2'), got {config.model_type!r}")
+    if config.activation_function not in _TANH_GELUS:
+        raise UserError(f"GPT-2 activation_function {config.activation_function!r} is not supported; "
+                        f"use one of {_TANH_GELUS}")
+    unsupported = {"scale_attn_weights": (getattr(config, "scale_attn_weights", True), True),
+                   "scale_attn_by_inverse_layer_idx": (getattr(config, "scale_attn_by_inverse_layer_idx", False), False),
+                   "add_cross_attention": (getattr(config, "add_cross_attention", False), False),
+                   "tie_word_embeddings": (getattr(config, "tie_word_embeddings", True), True)}
+    for key, (value, wanted) in unsupported.items():
+        if bool(value) != wanted:
+            raise UserError(f"GPT-2 config {key}={value} is not supported (only {wanted})")
+    if config.n_embd % config.n_head:
+        raise UserError(f"GPT-2 config n_embd {config.n_embd} is not a multiple of n_head {config.n_head}")
+
+
+def GPT2LMHeadModel(config, dtype=jnp.float32, attention_impl: str | None = None) -> GPT2LMHead:  # noqa: N802
+    """Builds a `GPT2LMHead` from a `transformers.GPT2Config` (checked with `check_config`)."""
+    check_config(config)
+    return GPT2LMHead(
+        vocab_size=config.vocab_size, n_positions=config.n_positions, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, n_inner=config.n_inner,
+        layer_norm_epsilon=config.layer_norm_epsilon, initializer_range=config.initializer_range,
+        embd_pdrop=config.embd_pdrop, resid_pdrop=config.resid_pdrop, attn_pdrop=config.attn_pdrop,
+        dtype=dtype, attention_impl=attention_impl)
+
+
+def init_cache(model: GPT2LMHead, batch_size: int, max_len: int):
+    """The zeroed 'cache' collection for decoding up to max_len tokens of batch_size rows.
+
+    Only shapes are traced (no parameters are initialised); cache_index starts at 0.
+    """
+    dummy = jnp.zeros((batch_size, max_len), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, decode=True))["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
