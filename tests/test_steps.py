@@ -74,8 +74,14 @@ def test_eight_devices_equal_one_device(setup8):
     for a, b in zip(m8, m1):
         for k in a:
             np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=2e-4, atol=2e-5, err_msg=k)
+    # Conv biases followed by GroupNorm have (mathematically) zero gradient; Adam rescales their
+    # round-off noise to steps of about lr, so those may differ by up to 2 * lr per step. Every
+    # other parameter agrees far more tightly, which the total difference checks.
+    lr, diffs = tiny_config().optim.g_lr, []
     for a, b in zip(jax.tree.leaves(jax.device_get(s8.g_params)), jax.tree.leaves(jax.device_get(s1.g_params))):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2 * 3 * lr)
+        diffs.append(np.abs(a - b).ravel())
+    assert np.median(np.concatenate(diffs)) < 1e-6
 
 
 def test_adaptive_weight_matches_full_backward(setup8):
@@ -97,16 +103,24 @@ def test_adaptive_weight_matches_full_backward(setup8):
         logits = setup.disc.apply({"params": state.d_params}, decoded(g_params))
         return losses.g_adv_loss(logits, "hinge")
 
-    g_rec = jax.grad(rec_loss)(state.g_params)["decoder"]["conv_out"]["kernel"]
-    g_adv = jax.grad(adv_loss)(state.g_params)["decoder"]["conv_out"]["kernel"]
-    want = losses.adaptive_weight(g_rec, g_adv, cfg.loss.disc_weight)
+    @jax.jit
+    def reference(g_params):
+        g_rec = jax.grad(rec_loss)(g_params)["decoder"]["conv_out"]["kernel"]
+        g_adv = jax.grad(adv_loss)(g_params)["decoder"]["conv_out"]["kernel"]
+        return losses.adaptive_weight(g_rec, g_adv, cfg.loss.disc_weight)
 
-    x_hat, aux = setup.model.apply(variables, x, train=False)
-    kernel = state.g_params["decoder"]["conv_out"]["kernel"]
-    c_rec = jax.grad(lambda xh: losses.reconstruction_loss(x, xh, "l1"))(x_hat)
-    c_adv = jax.grad(lambda xh: losses.g_adv_loss(setup.disc.apply({"params": state.d_params}, xh), "hinge"))(x_hat)
-    got = losses.adaptive_weight(losses.conv_kernel_grad(aux["h_last"], kernel, c_rec),
-                                 losses.conv_kernel_grad(aux["h_last"], kernel, c_adv), cfg.loss.disc_weight)
+    @jax.jit
+    def shortcut(g_params):
+        x_hat, aux = setup.model.apply({**variables, "params": g_params}, x, train=False)
+        kernel = g_params["decoder"]["conv_out"]["kernel"]
+        c_rec = jax.grad(lambda xh: losses.reconstruction_loss(x, xh, "l1"))(x_hat)
+        c_adv = jax.grad(lambda xh: losses.g_adv_loss(setup.disc.apply({"params": state.d_params}, xh), "hinge"))(
+            x_hat)
+        return losses.adaptive_weight(losses.conv_kernel_grad(aux["h_last"], kernel, c_rec),
+                                      losses.conv_kernel_grad(aux["h_last"], kernel, c_adv), cfg.loss.disc_weight)
+
+    want, got = reference(state.g_params), shortcut(state.g_params)
+    assert 0 < float(want) < 1e4
     np.testing.assert_allclose(float(got), float(want), rtol=1e-4)
 
 

@@ -126,22 +126,23 @@ def final_params(work):
     return jax.device_get(ck.restore(setup.abstract_state()))
 
 
-def test_resume_equals_straight_run_and_runs_are_deterministic(tmp_path):
-    a, b, c = (str(tmp_path / n) for n in "abc")
+def test_resume_equals_straight_run(tmp_path):
+    """4 steps straight == 2 steps + restart + 2 steps: same data order, rng, EMA and optimizer state."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
     train_vqgan(tiny(4), a)
     train_vqgan(tiny(2), b)
     train_vqgan(tiny(4), b)        # continue the same run to 4
-    train_vqgan(tiny(4), c)        # a second straight run
-    sa, sb, sc = final_params(a), final_params(b), final_params(c)
-    for x, y, z in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), jax.tree.leaves(sc)):
+    sa, sb = final_params(a), final_params(b)
+    assert int(sa.step) == int(sb.step) == 4
+    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
-        np.testing.assert_array_equal(x, z)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "images_per_sec"} for r in rows]  # noqa: E731
-    ma = drop(metrics_lib.read_metrics(os.path.join(a, "vqgan", "metrics.jsonl")))
-    mc = drop(metrics_lib.read_metrics(os.path.join(c, "vqgan", "metrics.jsonl")))
-    assert ma == mc
-    mb = drop(metrics_lib.read_metrics(os.path.join(b, "vqgan", "metrics.jsonl")))
-    np.testing.assert_allclose([r.get("g/rec", 0) for r in mb], [r.get("g/rec", 0) for r in ma], atol=1e-6)
+    rows = lambda w: [r for r in metrics_lib.read_metrics(os.path.join(w, "vqgan", "metrics.jsonl"))  # noqa: E731
+                      if "g/rec" in r]
+    ra, rb = rows(a), rows(b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [2, 4]
+    for x, y in zip(ra, rb):
+        for k in ("g/rec", "g/commit", "g/adv", "d/loss", "d_weight", "codebook/usage"):
+            np.testing.assert_allclose(x[k], y[k], atol=1e-6, err_msg=k)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -62,7 +62,9 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=max(int(save_every), 1), create=True,
             enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-        self._mngr = ocp.CheckpointManager(self.directory, options=options)
+        # Naming the handler lets a fresh manager read a saved tree's metadata (names, shapes, dtypes).
+        self._mngr = ocp.CheckpointManager(self.directory, options=options,
+                                           item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
@@ -81,6 +83,9 @@ class Checkpointer:
         if step is None:
             raise UserError(f"no checkpoint found in {self.directory}")
         saved = _flat_shapes(self._mngr.item_metadata(step))
+        if not saved:
+            raise UserError(f"the checkpoint in {self.directory} (step {step}) is unreadable or empty: "
+                            "delete that step folder to resume from an earlier one")
         wanted = _flat_shapes(abstract_state)
         mismatch = describe_mismatch(saved, wanted)
         if mismatch:

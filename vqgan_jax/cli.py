@@ -15,6 +15,7 @@ from vqgan_jax.errors import UserError
 
 def quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" notice
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("absl", "orbax", "jax", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -112,8 +112,9 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
                 throughput.mark(step)
                 t_first = time.perf_counter()
             is_last = step == spec.num_steps
+            stopping = stop.received is not None  # one snapshot: a signal may land at any moment
             want_log = _due(step, spec.log_every, spec.num_steps)
-            want_ckpt = _due(step, spec.ckpt_every, spec.num_steps) or stop.received is not None
+            want_ckpt = _due(step, spec.ckpt_every, spec.num_steps) or stopping
             if want_log or want_ckpt:
                 # Metrics come to the host only here; a bad state is never checkpointed.
                 host = {k: float(v) for k, v in jax.device_get(pending).items()}
@@ -138,9 +139,9 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
             if spec.on_image is not None and _due(step, spec.image_every, spec.num_steps):
                 spec.on_image(step, state)
             if want_ckpt:
-                ckpt.save(step, state, force=is_last or stop.received is not None)
+                ckpt.save(step, state, force=is_last or stopping)
             throughput.exclude(time.perf_counter() - t_hooks)
-            if stop.received is not None:
+            if stopping:
                 name = signal.Signals(stop.received).name
                 print(f"{name} received: checkpoint saved at step {step}; run the same command to resume",
                       flush=True)

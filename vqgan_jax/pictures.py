@@ -111,9 +111,12 @@ def code_usage(workdir: str, num_codes: int) -> np.ndarray | None:
     return np.bincount(ids.ravel(), minlength=num_codes)
 
 
-def write_codebook(workdir: str, out: str, *, tile_tokens: int = 4) -> str:
-    """The learned codebook: every code decoded as a tile (a tile_tokens x tile_tokens grid of that code),
-    ordered by usage when DIR/tokens exists, with a usage histogram below (seed 001's picture)."""
+def write_codebook(workdir: str, out: str, *, tile_pixels: int = 32) -> str:
+    """The learned codebook: every code decoded as a tile (a whole token grid of that one code, shown at
+    tile_pixels), ordered by usage when DIR/tokens exists, with a usage histogram below (seed 001's picture).
+
+    The grid has the training size because attention layers sit at fixed spatial resolutions.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -122,16 +125,21 @@ def write_codebook(workdir: str, out: str, *, tile_tokens: int = 4) -> str:
     k = int(config.quantizer.num_codes)
     usage = code_usage(workdir, k)
     order = np.argsort(-usage, kind="stable") if usage is not None else np.arange(k)
+    side = int(config.data.image_size) // 2 ** (len(config.model.ch_mult) - 1)
     tiles = []
     for start in range(0, k, 64):
-        codes = order[start:start + 64]
-        ids = np.broadcast_to(codes[:, None, None], (len(codes), tile_tokens, tile_tokens))
-        tiles.append(images_lib.to_uint8(generate.decode_grids(setup, state, ids)))
-    tiles = np.concatenate(tiles)
+        codes = np.zeros(64, np.int64)  # always a full batch: one compiled decoder
+        codes[: len(order[start:start + 64])] = order[start:start + 64]
+        ids = np.broadcast_to(codes[:, None, None], (64, side, side))
+        x = images_lib.to_uint8(generate.decode_grids(setup, state, ids))[: len(order[start:start + 64])]
+        tiles += [np.asarray(Image.fromarray(t).resize((tile_pixels, tile_pixels), Image.BILINEAR)) for t in x]
+    tiles = np.stack(tiles)
     ncols = int(np.ceil(np.sqrt(k) * 2))
     mosaic = images_lib.grid(tiles, ncols=ncols, pad=1)
     rows = 2 if usage is not None else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(12, 7 * rows / 1.4), gridspec_kw={"height_ratios": [3, 1][:rows]})
+    mosaic_h = 12 * mosaic.shape[0] / mosaic.shape[1]
+    fig, axes = plt.subplots(rows, 1, figsize=(12, mosaic_h + 0.6 + 3 * (rows - 1)),
+                             gridspec_kw={"height_ratios": [mosaic_h, 3][:rows]})
     axes = np.atleast_1d(axes)
     axes[0].imshow(mosaic)
     axes[0].set_axis_off()
