@@ -20,10 +20,17 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir $(DEMO_DIR)
-	@echo "demo pictures: $(DEMO_DIR)/vqgan/images/ (originals over reconstructions)"
+	$(PY) train.py --config configs/demo.py --workdir $(DEMO_DIR) --stage prior
+	$(PY) sample.py --workdir $(DEMO_DIR) --num 64 --out $(DEMO_DIR)/samples --seed 0
+	$(PY) sample.py --workdir $(DEMO_DIR) --codebook --out $(DEMO_DIR)/codebook.png
+	@echo "demo pictures:"
+	@echo "  $(DEMO_DIR)/vqgan/images/    originals over reconstructions during training"
+	@echo "  $(DEMO_DIR)/samples/grid.png generated images (prior + decoder)"
+	@echo "  $(DEMO_DIR)/codebook.png     the learned codebook with its usage histogram"
 
 bench: $(STAMP)
-	$(PY) bench/train_step.py --config configs/flowers64.py
+	$(PY) bench/train_step.py --config configs/flowers64.py --config.loss.perceptual_weight=0
+	$(PY) bench/prior.py --config configs/flowers64.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,7 +8,11 @@
 Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
 default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
 """
-from absl import app, flags
+from vqgan_jax.cli import configure_xla_flags
+
+configure_xla_flags()  # before anything imports jax
+
+from absl import app, flags  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder written by train.py.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (sampling) or PNG file (--reconstruct, --codebook).")

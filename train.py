@@ -6,8 +6,12 @@
 Run the same command again to continue from the last checkpoint (raise train.num_steps to train
 longer). See README.md for the run-folder layout and every config key.
 """
-from absl import app, flags
-from ml_collections import config_flags
+from vqgan_jax.cli import configure_xla_flags
+
+configure_xla_flags()  # before anything imports jax
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py[:preset]); override keys with --config.KEY=VALUE.",

@@ -38,6 +38,13 @@ def get_config(arg: str = ""):
     c.loss.disc_loss = "hinge"
     c.loss.codebook_weight = 1.0
 
+    # The prior over the 16x16 grids: GPT-2 with 8 layers, 8 heads, width 256; context 1 + 256 tokens;
+    # vocabulary 512 codes + a null/start token (+ 102 class tokens when labels are used).
+    c.prior.n_layer = 8
+    c.prior.n_head = 8
+    c.prior.n_embd = 256
+    c.prior.num_steps = 20000
+
     c.optim.g_lr = 1e-4
     c.optim.d_lr = 1e-4
     c.train.batch_size = 16

@@ -3,6 +3,9 @@ import os
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+from vqgan_jax.cli import configure_xla_flags  # noqa: E402  (imports no jax)
+
+configure_xla_flags()  # the same XLA:CPU flags as train.py
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF never takes a GPU from JAX

@@ -211,10 +211,15 @@ def test_downsample_pads_bottom_right_like_taming():
     assert float(jnp.abs(y[:, 2]).max()) == 0.0 and float(jnp.abs(y[:, :, 2]).max()) == 0.0
 
 
-def test_upsample_is_nearest():
+def test_upsample_is_nearest_then_conv3x3():
     x = jnp.arange(2 * 3 * 4 * 5, dtype=jnp.float32).reshape(2, 3, 4, 5)
-    y = Upsample().apply(identity_conv(5), x)
-    np.testing.assert_array_equal(y, np.repeat(np.repeat(x, 2, axis=1), 2, axis=2))
+    up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(run(Upsample(), identity_conv(5), x), up)
+    # Any kernel: the phase-folded computation equals nearest 2x followed by the plain 3x3 SAME conv.
+    v = init_fast(Upsample(), jax.random.key(2), x)
+    v = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape), v)
+    want = run(nn.Conv(5, (3, 3)), {"params": v["params"]["conv"]}, jnp.asarray(up))
+    np.testing.assert_allclose(run(Upsample(), v, x), want, rtol=1e-5, atol=1e-4)
 
 
 def test_encoder_rejects_indivisible_size():

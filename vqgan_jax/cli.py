@@ -13,6 +13,20 @@ from typing import Callable
 from vqgan_jax.errors import UserError
 
 
+# XLA:CPU sends convolutions to its YNNPACK fusions by default; on x86 CPUs we measured the flowers64
+# autoencoder's forward at 1.03 s with them and 0.69 s without (3x3 conv 16x64x64x64: 47 ms vs 28 ms,
+# on par with PyTorch's oneDNN). GPUs and TPUs ignore this flag.
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+
+
+def configure_xla_flags() -> None:
+    """Adds our XLA:CPU flags to XLA_FLAGS unless the user set them; call before jax is imported."""
+    flags_now = os.environ.get("XLA_FLAGS", "")
+    extra = [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in flags_now]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([flags_now, *extra]).strip()
+
+
 def quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" notice

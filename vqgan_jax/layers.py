@@ -7,9 +7,10 @@ float32 for stability.
 import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
+import numpy as np
 
 from vqgan_jax.errors import UserError
 
@@ -167,8 +168,8 @@ class ConvParams(nn.Module):
 # Nearest 2x then a 3x3 conv, seen from the low-resolution grid: output row 2i+a only reads input rows
 # i-1, i (a = 0) or i, i+1 (a = 1), so each of the 4 output phases is a 2x2 conv whose taps are sums of
 # the 3x3 taps. _PHASE_TAPS[a, offset, tap] says which 3x3 taps (0..2) fold onto each of the 2 offsets.
-_PHASE_TAPS = jnp.array([[[1, 0, 0], [0, 1, 1]],
-                         [[1, 1, 0], [0, 0, 1]]], jnp.float32)
+_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
+                        [[1, 1, 0], [0, 0, 1]]], np.float32)  # numpy: no device array at import
 
 
 class Upsample(nn.Module):

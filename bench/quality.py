@@ -1,0 +1,81 @@
+"""Held-out reconstruction quality of a stage-1 run on an image folder; prints one JSON line.
+
+    python bench/quality.py --workdir runs/f64q --data_dir ../shared/data/flowers64 \
+        [--export_holdout /tmp/f64-holdout] [--grid runs/f64q/holdout.png]
+
+The held-out images are the run's own split (data.eval_fraction, by a hash of the file name), so
+training never saw them. Scoring follows the PyTorch peer's definitions (shared/bench-peer/common.py):
+PSNR per image between the uint8 original and the reconstruction clipped to [-1, 1] (no rounding),
+averaged over images; codes used = distinct code ids over all held-out tokens. `--export_holdout`
+writes symlinks to the same files so the peer can be scored on exactly this split.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vqgan_jax.cli import configure_xla_flags  # noqa: E402
+
+configure_xla_flags()
+
+from absl import app, flags  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder with a trained stage 1.")
+_DATA = flags.DEFINE_string("data_dir", None, "The image folder the run trained on.")
+_EXPORT = flags.DEFINE_string("export_holdout", None, "Also write symlinks to the held-out files here.")
+_GRID = flags.DEFINE_string("grid", None, "Also write 8 originals over their reconstructions here.")
+flags.mark_flags_as_required(["workdir", "data_dir"])
+
+
+def psnr_per_image(orig_u8, recon):
+    """orig uint8 (N, H, W, 3), recon float [-1, 1] (N, H, W, 3) -> PSNR (N,) with peak 255."""
+    import numpy as np
+    r = (np.clip(recon.astype(np.float64), -1, 1) + 1.0) * 127.5
+    mse = ((r - orig_u8.astype(np.float64)) ** 2).reshape(len(r), -1).mean(1)
+    return 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12)), np.abs(r - orig_u8).reshape(len(r), -1).mean(1)
+
+
+def main(_):
+    import numpy as np
+    from PIL import Image
+
+    from vqgan_jax import cli, images, tokens
+    from vqgan_jax.folders import scan_folder
+    cli.quiet_logs()
+    config, setup, state, step = tokens.restore_vqgan(_WORKDIR.value)
+    files = [p for p, _ in scan_folder(_DATA.value, float(config.data.eval_fraction)).eval]
+    orig = np.stack([np.asarray(Image.open(f).convert("RGB"), np.uint8) for f in files])
+    size = int(config.data.image_size)
+    if orig.shape[1:3] != (size, size):
+        raise SystemExit(f"held-out images are {orig.shape[1:3]}, the run trained at {size}: use a folder at {size}")
+    x = orig.astype(np.float32) / 127.5 - 1.0
+    recon, codes = [], []
+    bs = 64
+    for i in range(0, len(x), bs):
+        chunk = x[i:i + bs]
+        padded = np.concatenate([chunk, np.zeros((bs - len(chunk),) + chunk.shape[1:], np.float32)])
+        x_hat, m = setup.reconstruct(state, padded)  # always a full batch: one compiled program
+        recon.append(np.asarray(x_hat)[: len(chunk)])
+        codes.append(np.asarray(m["indices"])[: len(chunk)])
+    recon, codes = np.concatenate(recon), np.concatenate(codes)
+    psnr, l1 = psnr_per_image(orig, recon)
+    k = int(config.quantizer.num_codes)
+    hist = np.bincount(codes.ravel(), minlength=k).astype(np.float64)
+    p = hist[hist > 0] / hist.sum()
+    out = {"workdir": _WORKDIR.value, "step": int(step), "n_images": len(files), "psnr_mean": float(psnr.mean()),
+           "l1_mean_255": float(l1.mean()), "codes_used": int((hist > 0).sum()), "num_codes": k,
+           "codebook_usage": float((hist > 0).mean()), "code_perplexity": float(np.exp(-(p * np.log(p)).sum()))}
+    if _GRID.value:
+        images.save_png(_GRID.value, images.originals_over_reconstructions(x[:8], recon[:8]))
+    if _EXPORT.value:
+        os.makedirs(_EXPORT.value, exist_ok=True)
+        for f in files:
+            link = os.path.join(_EXPORT.value, os.path.basename(f))
+            if not os.path.exists(link):
+                os.symlink(os.path.abspath(f), link)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    app.run(main)
