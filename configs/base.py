@@ -45,7 +45,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     q.ema = False                 # codebook by EMA of assigned encoder outputs instead of gradients
     q.ema_decay = 0.99
     q.restart_threshold = 0.0     # restart codes whose EMA usage (assignments/step) falls below this; 0 = off
-    q.usage_decay = 0.99          # decay of the per-code usage EMA used for restarts
+    q.usage_decay = 0.9           # decay of the per-code usage EMA (a ~10-step window) used for restarts
 
     # ---- discriminator ------------------------------------------------------------------------
     c.disc = dd = ml_collections.ConfigDict()

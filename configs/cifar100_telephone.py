@@ -27,7 +27,7 @@ def get_config(arg: str = ""):
     c.model.z_channels = 64
     c.quantizer.num_codes = 256
     c.quantizer.code_dim = 64
-    c.quantizer.restart_threshold = 0.05
+    c.quantizer.restart_threshold = 0.5
 
     c.loss.perceptual_weight = 0.0
     c.loss.disc_weight = 0.0      # VQ-VAE: no discriminator

@@ -24,7 +24,7 @@ def get_config(arg: str = ""):
     c.model.z_channels = 32
     c.quantizer.num_codes = 128
     c.quantizer.code_dim = 32
-    c.quantizer.restart_threshold = 0.05
+    c.quantizer.restart_threshold = 0.5
     c.disc.ndf = 32
     c.disc.n_layers = 2
 

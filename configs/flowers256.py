@@ -24,7 +24,7 @@ def get_config(arg: str = ""):
     c.model.z_channels = 256
     c.quantizer.num_codes = 1024
     c.quantizer.code_dim = 256
-    c.quantizer.restart_threshold = 0.05
+    c.quantizer.restart_threshold = 0.5
 
     c.loss.perceptual_weight = 1.0
     c.loss.disc_weight = 0.8

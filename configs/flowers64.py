@@ -28,9 +28,10 @@ def get_config(arg: str = ""):
     c.quantizer.num_codes = 512
     c.quantizer.code_dim = 64
     c.quantizer.beta = 0.25
-    # Dead codes are restarted from encoder outputs: taming's plain codebook collapses to ~4% usage
-    # on this data (19 of 512 codes after 720 steps); restarts keep nearly every code alive.
-    c.quantizer.restart_threshold = 0.05
+    # Dead codes (fewer than 0.5 assignments per step over a ~10-step window) restart from encoder
+    # outputs: taming's plain codebook collapses to ~4% usage on this data (19 of 512 codes after 720
+    # steps); restarts keep nearly every code alive (see bench/RESULTS.md).
+    c.quantizer.restart_threshold = 0.5
 
     c.loss.perceptual_weight = 1.0
     c.loss.disc_weight = 0.8

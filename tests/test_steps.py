@@ -68,9 +68,14 @@ def test_deterministic(setup8):
 
 def test_eight_devices_equal_one_device(setup8):
     assert jax.device_count() == 8
-    setup1 = VQGANSetup(tiny_config(), parallel.make_mesh(jax.devices()[:1]))
-    s8, m8 = run_steps(setup8, 3, make_batch())
+    # A restart threshold above the initial usage (1.0) restarts unused codes from step 1, so the
+    # global-batch restart path is part of the comparison.
+    cfg = tiny_config(**{"quantizer.restart_threshold": 1.5})
+    setup8r = VQGANSetup(cfg)
+    setup1 = VQGANSetup(cfg, parallel.make_mesh(jax.devices()[:1]))
+    s8, m8 = run_steps(setup8r, 3, make_batch())
     s1, m1 = run_steps(setup1, 3, make_batch())
+    assert sum(float(m["codebook/restarted"]) for m in m8) > 0
     for a, b in zip(m8, m1):
         for k in a:
             np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=2e-4, atol=2e-5, err_msg=k)
