@@ -13,7 +13,7 @@ from PIL import Image
 
 from vqgan_jax import generate, images as images_lib, tokens as tokens_lib
 from vqgan_jax.errors import UserError
-from vqgan_jax.folders import _is_image_name
+from vqgan_jax.folders import IMAGE_EXTENSIONS
 
 
 def write_samples(workdir: str, out_dir: str, *, num: int, seed: int = 0, batch_size: int = 16,
@@ -86,7 +86,7 @@ def list_image_files(path: str, limit: int) -> list[str]:
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"--reconstruct {path}: no such file or folder")
-    files = sorted(os.path.join(path, f) for f in os.listdir(path) if _is_image_name(f))
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise UserError(f"no images (.jpg/.png/...) found in {path}")
     return files[:limit]

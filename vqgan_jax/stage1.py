@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
