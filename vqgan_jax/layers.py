@@ -27,13 +27,10 @@ def dtype_from_name(name: str) -> Dtype:
 
 
 def init_fast(module: nn.Module, rngs: Any, *args: Any, **kwargs: Any) -> Any:
-    """`module.init(rngs, *args, **kwargs)` jitted with XLA's backend optimisations off; keyword args are static.
-
-    Init runs once, and optimising its many unrolled threefry draws is what takes the time (~16 s -> ~3 s
-    on CPU for a small VQGAN). The values are the same as an optimised init's.
-    """
-    fn = jax.jit(functools.partial(module.init, **kwargs), compiler_options={"xla_backend_optimization_level": 0})
-    return fn(rngs, *args)
+    """`module.init(rngs, *args, **kwargs)` compiled without XLA:CPU backend optimisation; keyword args
+    are static. The values are the same as an optimised init's (see `parallel.run_once_jitted`)."""
+    from vqgan_jax.parallel import run_once_jitted
+    return run_once_jitted(functools.partial(module.init, **kwargs), rngs, *args)
 
 
 def num_groups_for(channels: int, max_groups: int = 32) -> int:
