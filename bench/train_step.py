@@ -13,7 +13,6 @@ import platform
 import resource
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,6 +21,8 @@ from vqgan_jax.cli import configure_xla_flags  # noqa: E402
 configure_xla_flags()
 
 from absl import app, flags  # noqa: E402
+
+from bench.timing import time_steps  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -47,18 +48,7 @@ def main(_):
     batch = parallel.global_batch(host, setup.mesh)
     key = jax.random.PRNGKey(0)
 
-    t0 = time.perf_counter()
-    state, m = setup.step(state, batch, jax.random.fold_in(key, 0))
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
-    state, m = setup.step(state, batch, jax.random.fold_in(key, 1))
-    jax.block_until_ready(m)
-    times = []
-    for i in range(_STEPS.value):
-        t = time.perf_counter()
-        state, m = setup.step(state, batch, jax.random.fold_in(key, i + 2))
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
+    state, m, compile_s, times = time_steps(setup.step, state, batch, key, _STEPS.value)
     med = statistics.median(times)
     dev = jax.devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None

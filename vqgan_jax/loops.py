@@ -14,7 +14,6 @@ import time
 from typing import Any, Callable, Iterator
 
 import jax
-import numpy as np
 
 from vqgan_jax import metrics as metrics_lib
 from vqgan_jax.checkpoint import Checkpointer
@@ -149,14 +148,3 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
     ckpt.wait()
     writer.flush()
     return state, last
-
-
-def skip_batches(it: Iterator, n: int) -> Iterator:
-    """Advances an iterator by n items (fallback when a source cannot seek)."""
-    for _ in range(n):
-        next(it)
-    return it
-
-
-def to_host(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, jax.device_get(tree))

@@ -13,7 +13,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vqgan_jax import data as data_lib
@@ -143,7 +142,3 @@ def restore_vqgan(workdir: str):
 
 def sequence_length(meta: dict) -> int:
     return 1 + int(np.prod(meta["grid"]))
-
-
-def dummy_ids(n: int, meta: dict) -> jax.Array:
-    return jnp.zeros((n, int(np.prod(meta["grid"]))), jnp.int32)
