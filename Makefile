@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench results clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,22 @@ demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir $(DEMO_DIR) --stage prior
 	$(PY) sample.py --workdir $(DEMO_DIR) --num 64 --out $(DEMO_DIR)/samples --seed 0
 	$(PY) sample.py --workdir $(DEMO_DIR) --codebook --out $(DEMO_DIR)/codebook.png
+	$(PY) sample.py --workdir $(DEMO_DIR) --training_pictures --out $(DEMO_DIR)/pictures
 	@echo "demo pictures:"
-	@echo "  $(DEMO_DIR)/vqgan/images/    originals over reconstructions during training"
-	@echo "  $(DEMO_DIR)/samples/grid.png generated images (prior + decoder)"
-	@echo "  $(DEMO_DIR)/codebook.png     the learned codebook with its usage histogram"
+	@echo "  $(DEMO_DIR)/vqgan/images/                 originals over reconstructions during training"
+	@echo "  $(DEMO_DIR)/pictures/vqgan/evolution.png   those reconstructions over time, in one montage"
+	@echo "  $(DEMO_DIR)/pictures/vqgan/loss_curves.png training and held-out losses, codebook usage"
+	@echo "  $(DEMO_DIR)/pictures/prior/                 the prior's sample grids over time and its loss"
+	@echo "  $(DEMO_DIR)/samples/grid.png              generated images (prior + decoder)"
+	@echo "  $(DEMO_DIR)/codebook.png                  the learned codebook with its usage histogram"
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py --config configs/flowers64.py --config.loss.perceptual_weight=0
 	$(PY) bench/prior.py --config configs/flowers64.py
+
+# The README's Results table: trains flowers64 + its prior on the photos, evaluates, rewrites the table.
+results: $(STAMP)
+	$(PY) bench/results.py --data_dir ../shared/data/flowers64 --workdir runs/results --update_readme
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,6 +4,7 @@
         --temperature 1.0 --top_k 100 --top_p 0.95 [--label 12 --cfg_scale 2.0]
     python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
     python sample.py --workdir runs/f64 --codebook --out codebook.png
+    python sample.py --workdir runs/f64 --training_pictures --out runs/f64/pictures
 
 Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
 default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
@@ -28,6 +29,8 @@ _RANDOM_FIRST = flags.DEFINE_bool("random_first_token", False,
                                   "Set the first code at random and let the prior fill in the rest (seed 000).")
 _RECONSTRUCT = flags.DEFINE_string("reconstruct", None, "An image file or folder to reconstruct.")
 _CODEBOOK = flags.DEFINE_bool("codebook", False, "Draw the learned codebook with a usage histogram.")
+_TRAINING = flags.DEFINE_bool("training_pictures", False, "Write the training pictures (evolution montage and "
+                              "loss curves of each stage) into the --out folder.")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -43,6 +46,10 @@ def main(argv):
             print(pictures.write_reconstructions(_WORKDIR.value, _RECONSTRUCT.value, _OUT.value))
         elif _CODEBOOK.value:
             print(pictures.write_codebook(_WORKDIR.value, _OUT.value))
+        elif _TRAINING.value:
+            from vqgan_jax import plots
+            for name, path in plots.write_training_pictures(_WORKDIR.value, _OUT.value).items():
+                print(f"{name}: {path}")
         else:
             paths = pictures.write_samples(
                 _WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value, batch_size=_BATCH.value,

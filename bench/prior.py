@@ -23,13 +23,14 @@ configure_xla_flags()
 
 from absl import app, flags  # noqa: E402
 
-from bench.timing import time_steps  # noqa: E402
+from bench.timing import step_flops, time_steps, utilisation  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps (after 2 warm-up steps).")
 _REPS = flags.DEFINE_integer("sample_reps", 3, "Timed cached sampling calls (after one warm-up).")
 _NOCACHE = flags.DEFINE_integer("no_cache_reps", 1, "Timed no-cache sampling calls (after one warm-up); 0 skips.")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak for MFU (TFLOP/s); 0 = bf16 dense peak by device kind.")
 _TOP_K = flags.DEFINE_integer("top_k", 100, "top-k for sampling.")
 flags.mark_flags_as_required(["config"])
 
@@ -66,7 +67,9 @@ def main(_):
     batch = parallel.global_batch(host, setup.mesh)
     key = jax.random.PRNGKey(0)
     state, m, compile_s, times = time_steps(setup.step, state, batch, key, _STEPS.value)
+    flops = step_flops(setup.step, state, batch, key)
     step_s = statistics.median(times)
+    dev = jax.devices()[0]
 
     model = generate.GPT2LMHeadModel(setup.gpt2_config)
     n = p.batch_size
@@ -74,12 +77,12 @@ def main(_):
         model, state.params, tokens, (grid, grid), n, key, top_k=_TOP_K.value, use_cache=use_cache)
     cached = timed(sample(True), _REPS.value)
     no_cache = timed(sample(False), _NOCACHE.value) if _NOCACHE.value > 0 else []
-    dev = jax.devices()[0]
     out = {
         "config": cfg.name, "device": f"{dev.platform}:{dev.device_kind}", "num_devices": len(jax.devices()),
         "n_layer": p.n_layer, "n_head": p.n_head, "n_embd": p.n_embd, "batch_size": p.batch_size,
         "seq_len": t_len, "train_compile_s": round(compile_s, 2), "train_step_s": round(step_s, 4),
-        "train_tokens_per_sec": round(p.batch_size * t_len / step_s, 1),
+        "train_tokens_per_sec": round(p.batch_size * t_len / step_s, 1), "dtype": p.dtype,
+        **{f"train_{k}": v for k, v in utilisation(flops, step_s, dev.device_kind, _PEAK.value).items()},
         "sample_cached_s": round(statistics.median(cached), 3),
         "sample_cached_images_per_sec": round(n / statistics.median(cached), 2),
         "sample_no_cache_s": round(statistics.median(no_cache), 3) if no_cache else None,

@@ -1,5 +1,8 @@
 """Times the full stage-1 step (G + D) of a config on the current device; prints one JSON line.
 
+FLOPs per step come from XLA's cost analysis of the lowered step (see bench/timing.py); MFU divides the achieved FLOP/s by
+the device's dense bf16 peak (`--peak_tflops` to override).
+
     python bench/train_step.py --config configs/flowers64.py [--config.loss.perceptual_weight=0] \
         [--steps 10] [--disc on|off]
 
@@ -22,11 +25,12 @@ configure_xla_flags()
 
 from absl import app, flags  # noqa: E402
 
-from bench.timing import time_steps  # noqa: E402
+from bench.timing import step_flops, time_steps, utilisation  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak for MFU (TFLOP/s); 0 = bf16 dense peak by device kind.")
 _DISC = flags.DEFINE_enum("disc", "on", ["on", "off"], "Discriminator on from step 0, or off (before disc_start).")
 flags.mark_flags_as_required(["config"])
 
@@ -49,6 +53,7 @@ def main(_):
     key = jax.random.PRNGKey(0)
 
     state, m, compile_s, times = time_steps(setup.step, state, batch, key, _STEPS.value)
+    flops = step_flops(setup._step_jit, state, batch, key, setup.consts)
     med = statistics.median(times)
     dev = jax.devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
@@ -60,6 +65,7 @@ def main(_):
         "min_step_s": round(min(times), 4), "images_per_sec": round(bs / med, 2),
         "peak_device_mem_mb": round(peak / 2**20, 1) if peak else None,
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "dtype": cfg.model.dtype, **utilisation(flops, med, dev.device_kind, _PEAK.value),
         "disc_on_metric": float(m["disc_on"]), "compiles": setup.compile_count(),
         "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
     }

@@ -16,3 +16,19 @@ import tempfile  # noqa: E402
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "vqgan_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A tiny run folder with stage 1 (4 steps) and a prior (4 steps) on `configs/demo.py:tiny`, trained
+    once per session and shared by the stage-2 and evaluation tests (read-only for them)."""
+    from configs import demo
+    from vqgan_jax.stage1 import train_vqgan
+    from vqgan_jax.stage2 import train_prior
+    work = str(tmp_path_factory.mktemp("run2"))
+    train_vqgan(demo.get_config("tiny"), work)
+    train_prior(demo.get_config("tiny"), work)
+    return work

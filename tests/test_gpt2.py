@@ -80,7 +80,7 @@ def test_cached_decoding_equals_full_forward(tiny, forward):
         return logits, mutated["cache"]
 
     cache = init_cache(model, ids.shape[0], ids.shape[1])
-    assert cache["h_0"]["attn"]["cached_key"].shape == (2, 24, 2, 16)
+    assert cache["h_0"]["attn"]["cached_key"].shape == (2, 2, 24, 16)  # (B, H, max_len, D)
     for t in range(ids.shape[1]):
         logits, cache = step(cache, ids[:, t:t + 1])
         np.testing.assert_allclose(np.asarray(logits[:, 0]), full[:, t], atol=1e-5, rtol=0)

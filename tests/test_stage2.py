@@ -16,7 +16,6 @@ from vqgan_jax import generate, gpt2_hf, parallel, runs, tokens as tokens_lib
 from vqgan_jax import metrics as metrics_lib
 from vqgan_jax.checkpoint import Checkpointer
 from vqgan_jax.errors import UserError
-from vqgan_jax.stage1 import train_vqgan
 from vqgan_jax.stage2 import PriorSetup, make_gpt2_config, train_prior
 from vqgan_jax.steps import PriorTokens
 
@@ -25,14 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny():
     return demo.get_config("tiny")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    work = str(tmp_path_factory.mktemp("run2"))
-    train_vqgan(tiny(), work)
-    train_prior(tiny(), work)
-    return work
 
 
 def test_prior_run_folder(run_dir):

@@ -16,13 +16,14 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.folders import IMAGE_EXTENSIONS
 
 
-def write_samples(workdir: str, out_dir: str, *, num: int, seed: int = 0, batch_size: int = 16,
-                  temperature=None, top_k=None, top_p=None, cfg_scale=None, label=None,
-                  random_first_token: bool = False, progress: bool = True) -> list[str]:
-    """Draws `num` images with the run's prior and writes out_dir/sample_NNNNN.png + out_dir/grid.png.
+def draw_samples(workdir: str, *, num: int, seed: int = 0, batch_size: int = 16, temperature=None, top_k=None,
+                 top_p=None, cfg_scale=None, label=None, random_first_token: bool = False,
+                 progress: bool = True) -> np.ndarray:
+    """Draws `num` images with the run's prior: uint8 (num, H, W, 3).
 
     Sampling settings default to the prior's config (prior.temperature, top_k, top_p, cfg_scale).
-    label: a class id for every image (class-conditional priors) or None. Returns the written paths.
+    label: a class id for every image (class-conditional priors) or None. The same seed gives the same
+    images; batches are always full, so every call with these settings runs one compiled sampler.
     """
     if num <= 0:
         raise UserError(f"--num must be positive, got {num}")
@@ -38,15 +39,13 @@ def write_samples(workdir: str, out_dir: str, *, num: int, seed: int = 0, batch_
     if label is not None:
         generate.make_prompt(tokens, 1, labels=[label])  # validates the label before any work
     _, vq_setup, vq_state, _ = tokens_lib.restore_vqgan(workdir)
-    os.makedirs(out_dir, exist_ok=True)
     key = jax.random.PRNGKey(seed)
     batches = range(0, num, batch_size)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, desc="sampling", unit="batch", total=len(batches))
-    paths, pictures = [], []
+    out = []
     for start in batches:
-        # Always a full batch: one compiled sampler for every call with these settings.
         rng = jax.random.fold_in(key, start)
         labels = None if label is None else np.full((batch_size,), int(label))
         first = (np.asarray(jax.random.randint(jax.random.fold_in(rng, 1), (batch_size,), 0, tokens.num_codes))
@@ -54,15 +53,28 @@ def write_samples(workdir: str, out_dir: str, *, num: int, seed: int = 0, batch_
         ids = generate.sample_grids(model, params, tokens, layout["grid"], batch_size, rng, labels=labels,
                                     temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
                                     first_codes=first)
-        x = images_lib.to_uint8(generate.decode_grids(vq_setup, vq_state, ids))
-        for i in range(min(batch_size, num - start)):
-            path = os.path.join(out_dir, f"sample_{start + i:05d}.png")
-            images_lib.save_png(path, x[i])
-            paths.append(path)
-            pictures.append(x[i])
-    ncols = int(np.ceil(np.sqrt(len(pictures))))
-    images_lib.save_png(os.path.join(out_dir, "grid.png"), images_lib.grid(np.stack(pictures), ncols=ncols))
+        out.append(images_lib.to_uint8(generate.decode_grids(vq_setup, vq_state, ids)))
+    return np.concatenate(out)[:num]
+
+
+def write_samples(workdir: str, out_dir: str, *, num: int, **kwargs) -> list[str]:
+    """`draw_samples(workdir, num=num, **kwargs)` written as out_dir/sample_NNNNN.png + out_dir/grid.png.
+    Returns the paths of the single images."""
+    x = draw_samples(workdir, num=num, **kwargs)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(os.path.join(out_dir, f"sample_{i:05d}.png"))
+        images_lib.save_png(paths[-1], image)
+    write_grid(x, os.path.join(out_dir, "grid.png"))
     return paths
+
+
+def write_grid(images_u8: np.ndarray, path: str) -> str:
+    """uint8 (N, H, W, 3) -> one near-square grid PNG at path."""
+    ncols = int(np.ceil(np.sqrt(len(images_u8))))
+    images_lib.save_png(path, images_lib.grid(np.asarray(images_u8), ncols=ncols))
+    return path
 
 
 def load_image(path: str, size: int) -> np.ndarray:

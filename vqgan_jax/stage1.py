@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqgan_jax import data as data_lib
 from vqgan_jax import images as images_lib
 from vqgan_jax import loops, optim, parallel, runs
 from vqgan_jax.autoencoder import vqgan_from_config
@@ -36,7 +35,7 @@ class VQGANSetup:
         self.config = config
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.model = vqgan_from_config(config.model, config.quantizer)
-        self.disc = discriminator_from_config(config.disc)
+        self.disc = discriminator_from_config(config.disc, config.model.dtype)
         self.loss = LossSettings.from_config(config.loss)
         o = config.optim
         self.g_tx = optim.adam(o.g_lr, b1=o.b1, b2=o.b2, warmup_steps=o.warmup_steps, grad_clip=o.grad_clip)
@@ -116,6 +115,9 @@ class VQGANSetup:
 
 def train_vqgan(config, workdir: str) -> dict:
     """Trains (or resumes) stage 1 in DIR/vqgan. Returns the last logged metrics."""
+    # tf.data is imported where data is read, so the models, steps and benchmarks import without
+    # TensorFlow (a GPU host that only benchmarks or samples need not install it).
+    from vqgan_jax import data as data_lib
     out = runs.stage_dir(workdir, "vqgan")
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)

@@ -15,7 +15,6 @@ import os
 import jax
 import numpy as np
 
-from vqgan_jax import data as data_lib
 from vqgan_jax import parallel, runs
 from vqgan_jax.checkpoint import Checkpointer
 from vqgan_jax.errors import UserError
@@ -69,6 +68,7 @@ def encode_training_set(workdir: str, vq_config, setup, state, vqgan_step: int, 
     vq_config: the stage-1 config (its data section says what to read). setup/state: a VQGANSetup
     and its restored state. Returns the meta dict.
     """
+    from vqgan_jax import data as data_lib  # tf.data only where data is read (see stage1.train_vqgan)
     meta = read_meta(workdir)
     if meta is not None and meta.get("vqgan_step") == vqgan_step and meta.get("flip") == flip:
         print(f"reusing {meta['count']} token grids in {runs.tokens_dir(workdir)} "

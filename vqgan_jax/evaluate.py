@@ -1,0 +1,79 @@
+"""Evaluate a run folder, or compare two image folders, with one command; prints a table, writes JSON.
+
+    python -m vqgan_jax.evaluate --workdir runs/f64 [--data_dir DIR | --split eval] \
+        [--num_samples 1000] [--out runs/f64/eval.json] [--inception_weights FILE.npz]
+    python -m vqgan_jax.evaluate --real DIR_A --fake DIR_B [--out eval.json]
+
+A run folder gives held-out reconstruction metrics (PSNR, SSIM, L1, LPIPS, codebook usage, perplexity,
+dead codes), and when it has a prior, samples drawn with the prior's settings scored by FID / KID /
+Inception Score (when the Inception weights are there: `python -m vqgan_jax.inception download`) and by
+seed 002's real-vs-fake classifier. Pictures go beside the JSON (default DIR/eval/). The work is done by
+`vqgan_jax.evaluation`; this module is only its command line.
+"""
+import os
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "Run folder written by train.py.")
+    flags.DEFINE_string("data_dir", None, "Evaluate on the held-out split of this image folder instead of "
+                        "the run's own data (same file-name-hash split as training).")
+    flags.DEFINE_enum("split", "eval", ["eval", "train"], "Which split: eval = held out (TFDS: its test split).")
+    flags.DEFINE_integer("num_samples", 1000, "Images to sample from the prior (0 skips generation).")
+    flags.DEFINE_integer("max_images", None, "Use at most this many real images.")
+    flags.DEFINE_string("real", None, "Folder of real images (with --fake: compare two folders).")
+    flags.DEFINE_string("fake", None, "Folder of generated images (with --real).")
+    flags.DEFINE_integer("image_size", None, "--real/--fake: crop both to this size (default: the first real "
+                         "image's short side).")
+    flags.DEFINE_string("inception_weights", None, "FID Inception weights (.npz; default "
+                        "~/.cache/vqgan_jax/inception_fid.npz).")
+    flags.DEFINE_bool("fid", None, "Compute FID/KID/IS (default: when the Inception weights exist; --fid "
+                      "makes missing weights an error).")
+    flags.DEFINE_integer("classifier_epochs", 10, "Training epochs of the real-vs-fake classifier.")
+    flags.DEFINE_integer("seed", 0, "Seed for sampling and the classifier.")
+    flags.DEFINE_string("out", None, "JSON output (default DIR/eval/eval.json, or ./eval.json for --real/--fake).")
+    return flags.FLAGS
+
+
+def main(argv):
+    from absl import app
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import flags
+    from vqgan_jax import cli
+    cli.quiet_logs()
+    f = flags.FLAGS
+
+    def go():
+        from vqgan_jax import evaluation
+        from vqgan_jax.errors import UserError
+        if f.real or f.fake:
+            if not (f.real and f.fake):
+                raise UserError("--real and --fake go together (two image folders)")
+            out = f.out or "eval.json"
+            result = evaluation.compare_folders(
+                f.real, f.fake, image_size=f.image_size, inception_weights=f.inception_weights, fid=f.fid,
+                max_images=f.max_images, classifier_epochs=f.classifier_epochs, seed=f.seed,
+                out_dir=os.path.dirname(os.path.abspath(out)))
+        elif f.workdir:
+            out = f.out or os.path.join(f.workdir, "eval", "eval.json")
+            result = evaluation.evaluate_run(
+                f.workdir, data_dir=f.data_dir, split=f.split, num_samples=f.num_samples,
+                max_images=f.max_images, inception_weights=f.inception_weights, fid=f.fid,
+                classifier_epochs=f.classifier_epochs, seed=f.seed, out_dir=os.path.dirname(os.path.abspath(out)))
+        else:
+            raise UserError("give --workdir DIR (a run folder) or --real DIR_A --fake DIR_B")
+        print(evaluation.format_table(result))
+        print(f"wrote {evaluation.write_json(result, out)}")
+
+    raise SystemExit(cli.run_cli(go))
+
+
+if __name__ == "__main__":
+    from vqgan_jax.cli import configure_xla_flags
+    configure_xla_flags()  # before anything imports jax
+    from absl import app
+
+    from vqgan_jax.cli import parse_flags
+    _define_flags()
+    app.run(main, flags_parser=parse_flags)
