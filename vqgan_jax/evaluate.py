@@ -1,7 +1,7 @@
 """Evaluate a run folder, or compare two image folders, with one command; prints a table, writes JSON.
 
-    python -m vqgan_jax.evaluate --workdir runs/f64 [--data_dir DIR | --split eval] \
-        [--num_samples 1000] [--out runs/f64/eval.json] [--inception_weights FILE.npz]
+    python -m vqgan_jax.evaluate --workdir runs/f64 [--data_dir DIR | --split eval] \\
+        [--num_samples 1000] [--out runs/f64/eval/eval.json] [--inception_weights FILE.npz]
     python -m vqgan_jax.evaluate --real DIR_A --fake DIR_B [--out eval.json]
 
 A run folder gives held-out reconstruction metrics (PSNR, SSIM, L1, LPIPS, codebook usage, perplexity,
