@@ -61,12 +61,16 @@ def machine() -> str:
     return f"{cpu}; jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
 
 
-def table(ev: dict, data_dir: str) -> str:
+def table(ev: dict, data_dir: str, workdir: str) -> str:
     rec, clf, gen = ev["reconstruction"], ev["classifier"], ev["generation"]
+    sys.path.insert(0, ROOT)
+    from vqgan_jax import runs
+    ema = float(runs.read_config_dict(workdir, "vqgan")["optim"]["ema_decay"]) > 0
     fid = "not computed (no Inception weights on this machine)" if gen.get("fid") is None else f"{gen['fid']:.2f}"
     rows = [
         ("held-out images", f"{rec['num_images']} (file-name-hash hold-out of `{data_dir}`, never trained on)"),
-        ("stage-1 steps", f"{ev['vqgan_step']} (batch 16, perceptual loss off, EMA weights)"),
+        ("stage-1 steps", f"{ev['vqgan_step']} (batch 16, perceptual loss off" +
+                          (", EMA weights)" if ema else ", no weight EMA)")),
         ("PSNR", f"{rec['psnr']:.2f} dB"),
         ("SSIM", f"{rec['ssim']:.4f}"),
         ("LPIPS (VGG16)", f"{rec['lpips']:.4f}"),
@@ -89,18 +93,21 @@ def main():
     ap.add_argument("--data_dir", required=True, help="folder of photos, e.g. ../shared/data/flowers64")
     ap.add_argument("--workdir", default="runs/results")
     ap.add_argument("--update_readme", action="store_true", help="replace the table in README.md")
+    ap.add_argument("--table_only", action="store_true",
+                    help="only re-render the table from the DIR/eval/eval.json an earlier full run wrote")
     args = ap.parse_args()
     py = sys.executable
-    minutes = {
-        "vqgan": run([py, "train.py", "--workdir", args.workdir, *stage1_args(args.data_dir)]) / 60,
-        "prior": run([py, "train.py", "--workdir", args.workdir, *prior_args(args.data_dir)]) / 60,
-    }
     out = os.path.join(args.workdir, "eval", "eval.json")
-    minutes["eval"] = run([py, "-m", "vqgan_jax.evaluate", "--workdir", args.workdir,
-                           "--num_samples", str(NUM_SAMPLES), "--out", out]) / 60
+    minutes = {}
+    if not args.table_only:
+        minutes["vqgan"] = run([py, "train.py", "--workdir", args.workdir, *stage1_args(args.data_dir)]) / 60
+        minutes["prior"] = run([py, "train.py", "--workdir", args.workdir, *prior_args(args.data_dir)]) / 60
+        minutes["eval"] = run([py, "-m", "vqgan_jax.evaluate", "--workdir", args.workdir,
+                               "--num_samples", str(NUM_SAMPLES), "--out", out]) / 60
     with open(os.path.join(ROOT, out) if not os.path.isabs(out) else out) as f:
         ev = json.load(f)
-    text = table(ev, args.data_dir)
+    text = table(ev, args.data_dir, os.path.join(ROOT, args.workdir) if not os.path.isabs(args.workdir)
+                 else args.workdir)
     print(text)
     print("wall minutes of this invocation (a finished stage is skipped): " +
           ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
