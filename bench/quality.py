@@ -28,19 +28,11 @@ _GRID = flags.DEFINE_string("grid", None, "Also write 8 originals over their rec
 flags.mark_flags_as_required(["workdir", "data_dir"])
 
 
-def psnr_per_image(orig_u8, recon):
-    """orig uint8 (N, H, W, 3), recon float [-1, 1] (N, H, W, 3) -> PSNR (N,) with peak 255."""
-    import numpy as np
-    r = (np.clip(recon.astype(np.float64), -1, 1) + 1.0) * 127.5
-    mse = ((r - orig_u8.astype(np.float64)) ** 2).reshape(len(r), -1).mean(1)
-    return 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12)), np.abs(r - orig_u8).reshape(len(r), -1).mean(1)
-
-
 def main(_):
     import numpy as np
     from PIL import Image
 
-    from vqgan_jax import cli, images, tokens
+    from vqgan_jax import cli, evaluation, image_metrics, images, tokens
     from vqgan_jax.folders import scan_folder
     cli.quiet_logs()
     config, setup, state, step = tokens.restore_vqgan(_WORKDIR.value)
@@ -49,23 +41,14 @@ def main(_):
     size = int(config.data.image_size)
     if orig.shape[1:3] != (size, size):
         raise SystemExit(f"held-out images are {orig.shape[1:3]}, the run trained at {size}: use a folder at {size}")
-    x = orig.astype(np.float32) / 127.5 - 1.0
-    recon, codes = [], []
-    bs = 64
-    for i in range(0, len(x), bs):
-        chunk = x[i:i + bs]
-        padded = np.concatenate([chunk, np.zeros((bs - len(chunk),) + chunk.shape[1:], np.float32)])
-        x_hat, m = setup.reconstruct(state, padded)  # always a full batch: one compiled program
-        recon.append(np.asarray(x_hat)[: len(chunk)])
-        codes.append(np.asarray(m["indices"])[: len(chunk)])
-    recon, codes = np.concatenate(recon), np.concatenate(codes)
-    psnr, l1 = psnr_per_image(orig, recon)
+    x = orig.astype(np.float32) / 127.5 - 1.0  # exact: 127.5 * (x + 1) gives the uint8 values back
+    recon, codes = evaluation.reconstruct_all(setup, state, x, batch_size=64)  # clipped to [-1, 1]
     k = int(config.quantizer.num_codes)
-    hist = np.bincount(codes.ravel(), minlength=k).astype(np.float64)
-    p = hist[hist > 0] / hist.sum()
-    out = {"workdir": _WORKDIR.value, "step": int(step), "n_images": len(files), "psnr_mean": float(psnr.mean()),
-           "l1_mean_255": float(l1.mean()), "codes_used": int((hist > 0).sum()), "num_codes": k,
-           "codebook_usage": float((hist > 0).mean()), "code_perplexity": float(np.exp(-(p * np.log(p)).sum()))}
+    book = image_metrics.codebook_stats(np.bincount(codes.ravel(), minlength=k))
+    out = {"workdir": _WORKDIR.value, "step": int(step), "n_images": len(files),
+           "psnr_mean": float(image_metrics.psnr(x, recon).mean()),
+           "l1_mean_255": float(127.5 * image_metrics.l1(x, recon).mean()), "codes_used": book["used"],
+           "num_codes": k, "codebook_usage": book["usage"], "code_perplexity": book["perplexity"]}
     if _GRID.value:
         images.save_png(_GRID.value, images.originals_over_reconstructions(x[:8], recon[:8]))
     if _EXPORT.value:

@@ -211,7 +211,8 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str = "eva
     os.makedirs(out_dir, exist_ok=True)
     weights = resolve_inception(inception_weights, fid)
     data_cfg = _data_config(workdir, data_dir)
-    config, setup, state, step = tokens_lib.restore_vqgan(workdir)
+    vqgan = tokens_lib.restore_vqgan(workdir)  # restored once, shared with the codebook and the samples
+    config, setup, state, step = vqgan
     real, _ = load_split(data_cfg, split, max_images)
     recs, ids = reconstruct_all(setup, state, real, batch_size)
     result = {"workdir": os.path.abspath(workdir), "vqgan_step": int(step), "split": split,
@@ -223,11 +224,12 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str = "eva
     shown = min(16, len(real))
     pics["reconstructions"] = os.path.join(out_dir, "reconstructions.png")
     images_lib.save_png(pics["reconstructions"], images_lib.originals_over_reconstructions(real[:shown], recs[:shown]))
-    pics["codebook"] = pictures.write_codebook(workdir, os.path.join(out_dir, "codebook.png"))
+    pics["codebook"] = pictures.write_codebook(workdir, os.path.join(out_dir, "codebook.png"), vqgan=vqgan)
     pics.update(plots.write_training_pictures(workdir, os.path.join(out_dir, "training")))
 
     if os.path.isdir(runs.checkpoint_dir(workdir, "prior")) and num_samples > 0:
-        fake_u8 = pictures.draw_samples(workdir, num=num_samples, seed=seed, batch_size=16, progress=progress)
+        fake_u8 = pictures.draw_samples(workdir, num=num_samples, seed=seed, batch_size=16, progress=progress,
+                                         vqgan=vqgan)
         pics["samples"] = pictures.write_grid(fake_u8[:64], os.path.join(out_dir, "samples.png"))
         real_u8 = images_lib.to_uint8(real)
         gen = {"num_samples": int(len(fake_u8)), "fid": None, "kid_mean": None, "kid_std": None,

@@ -31,21 +31,18 @@ from vqgan_jax.layers import materialize_grad
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
 
 
-def _attend(q, k, v, *, mask, causal, dropout: nn.Module | None, impl):
-    """Scaled dot-product attention.
+def _attend(q, k, v, *, dropout: nn.Module | None, impl):
+    """Causal scaled dot-product attention over a whole sequence (training and full forward passes).
 
-    q: (B, T, H, D); k, v: (B, S, H, D); mask: bool broadcastable to (B, H, T, S) or None.
-    Returns (B, T, H, D) in q's dtype. `jax.nn.dot_product_attention` has no dropout on the
-    attention weights, so only training with attn_pdrop > 0 takes the explicit softmax path.
+    q, k, v: (B, T, H, D). Returns (B, T, H, D) in q's dtype. `jax.nn.dot_product_attention` has no
+    dropout on the attention weights, so only training with attn_pdrop > 0 takes the explicit path.
     """
     if dropout is None:
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=impl)
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
     scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
-    scores = scores / math.sqrt(q.shape[-1])                          # (B, H, T, S) float32
-    if causal:
-        mask = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))[None, None]
-    if mask is not None:
-        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    scores = scores / math.sqrt(q.shape[-1])                          # (B, H, T, T) float32
+    mask = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))[None, None]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
     return jnp.einsum("bhts,bshd->bthd", weights.astype(v.dtype), v)
 
@@ -102,9 +99,8 @@ class CausalSelfAttention(nn.Module):
             y = _attend_cache(q, kc, vc, cache_index)
         else:
             use_dropout = train and self.attn_pdrop > 0
-            y = _attend(q, k, v, mask=None, causal=True,
-                        dropout=nn.Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None,
-                        impl=self.attention_impl)
+            dropout = nn.Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None
+            y = _attend(q, k, v, dropout=dropout, impl=self.attention_impl)
         y = y.reshape(b, t, c)                                              # heads merged back
         y = nn.Dense(c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
                      name="c_proj")(y)

@@ -18,12 +18,13 @@ from vqgan_jax.folders import IMAGE_EXTENSIONS
 
 def draw_samples(workdir: str, *, num: int, seed: int = 0, batch_size: int = 16, temperature=None, top_k=None,
                  top_p=None, cfg_scale=None, label=None, random_first_token: bool = False,
-                 progress: bool = True) -> np.ndarray:
+                 progress: bool = True, vqgan=None) -> np.ndarray:
     """Draws `num` images with the run's prior: uint8 (num, H, W, 3).
 
     Sampling settings default to the prior's config (prior.temperature, top_k, top_p, cfg_scale).
     label: a class id for every image (class-conditional priors) or None. The same seed gives the same
     images; batches are always full, so every call with these settings runs one compiled sampler.
+    vqgan: `tokens.restore_vqgan(workdir)`'s result when the caller has it already (else restored here).
     """
     if num <= 0:
         raise UserError(f"--num must be positive, got {num}")
@@ -38,7 +39,7 @@ def draw_samples(workdir: str, *, num: int, seed: int = 0, batch_size: int = 16,
     cfg_scale = pcfg.cfg_scale if cfg_scale is None else cfg_scale
     if label is not None:
         generate.make_prompt(tokens, 1, labels=[label])  # validates the label before any work
-    _, vq_setup, vq_state, _ = tokens_lib.restore_vqgan(workdir)
+    _, vq_setup, vq_state, _ = vqgan or tokens_lib.restore_vqgan(workdir)
     key = jax.random.PRNGKey(seed)
     batches = range(0, num, batch_size)
     if progress:
@@ -123,17 +124,18 @@ def code_usage(workdir: str, num_codes: int) -> np.ndarray | None:
     return np.bincount(ids.ravel(), minlength=num_codes)
 
 
-def write_codebook(workdir: str, out: str, *, tile_pixels: int = 32) -> str:
+def write_codebook(workdir: str, out: str, *, tile_pixels: int = 32, vqgan=None) -> str:
     """The learned codebook: every code decoded as a tile (a whole token grid of that one code, shown at
     tile_pixels), ordered by usage when DIR/tokens exists, with a usage histogram below (seed 001's picture).
 
     The grid has the training size because attention layers sit at fixed spatial resolutions.
+    vqgan: `tokens.restore_vqgan(workdir)`'s result when the caller has it already (else restored here).
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config, setup, state, _ = tokens_lib.restore_vqgan(workdir)
+    config, setup, state, _ = vqgan or tokens_lib.restore_vqgan(workdir)
     k = int(config.quantizer.num_codes)
     usage = code_usage(workdir, k)
     order = np.argsort(-usage, kind="stable") if usage is not None else np.arange(k)
