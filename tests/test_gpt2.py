@@ -249,3 +249,84 @@ def test_saved_folder_loads_in_pytorch_transformers_with_same_logits(tmp_path):
         theirs = torch_model.eval()(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
     ours = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def _softmax_attention(q, k, v):
+    """Plain causal softmax attention in float64 numpy: q, k, v (B, T, H, D) -> (B, T, H, D)."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    s = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+    s = np.where(np.tril(np.ones((q.shape[1], k.shape[1]), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhts,bshd->bthd", w / w.sum(-1, keepdims=True), v)
+
+
+@pytest.mark.parametrize("t, block", [(150, 64), (64, 64), (7, 64), (40, 16)])
+def test_blocked_attention_equals_softmax_attention_and_its_gradient(t, block):
+    from vqgan_jax.gpt2 import _attend_blocked
+    rng = np.random.default_rng(t)
+    q, k, v, g = (jnp.asarray(2 * rng.standard_normal((2, t, 3, 8)), jnp.float32) for _ in range(4))
+    out = _attend_blocked(q, k, v, dropout=None, block=block)
+    np.testing.assert_allclose(np.asarray(out), _softmax_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    # Gradients against XLA's reference attention (explicitly the 'xla' implementation).
+    ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")  # noqa: E731
+    ours = lambda q, k, v: _attend_blocked(q, k, v, dropout=None, block=block)  # noqa: E731
+    grads = [jax.vjp(f, q, k, v)[1](g) for f in (ref, ours)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=5e-5, rtol=1e-5)
+
+
+def test_blocked_attention_dropout_drops_weights():
+    from flax import linen as nn
+    from vqgan_jax.gpt2 import _attend_blocked
+    # All-equal scores (q = 0): row 3's weights are 1/4 on keys 0..3. With v = one-hot key ids, output
+    # row 3 lists those weights, each dropped (0) or kept and rescaled by 1 / (1 - 0.5): 0.5.
+    k = jnp.asarray(np.random.default_rng(0).standard_normal((16, 100, 2, 4)), jnp.float32)
+    q = jnp.zeros_like(k)
+    v = jnp.broadcast_to(jnp.eye(100, 4, dtype=jnp.float32)[None, :, None, :], (16, 100, 2, 4))
+    out = nn.Dropout(0.5).apply({}, q, rngs={"dropout": jax.random.key(1)},
+                                method=lambda m, x: _attend_blocked(x, k, v, dropout=m, block=32))
+    row = np.asarray(out)[:, 3]                                  # (16, 2, 4)
+    assert set(np.round(row.ravel(), 6)) == {0.0, 0.5}
+    assert 0.3 < (row == 0).mean() < 0.7
+    plain = _attend_blocked(q, k, v, dropout=None, block=32)
+    np.testing.assert_allclose(np.asarray(plain)[:, 3], 0.25, atol=1e-7)
+
+
+def test_blocked_and_xla_attention_give_the_same_logits(tiny):
+    config, params, ref = tiny
+    ids = jnp.asarray(ref["input_ids"])
+    blocked = GPT2LMHeadModel(config, attention_impl="blocked").apply({"params": params}, ids)
+    xla = GPT2LMHeadModel(config, attention_impl="xla").apply({"params": params}, ids)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(xla), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(blocked), ref["logits"], atol=1e-5, rtol=0)
+
+
+def test_return_hidden_gives_the_logits_through_the_tied_embedding(tiny, forward):
+    config, params, ref = tiny
+    ids = jnp.asarray(ref["input_ids"])
+    hidden = GPT2LMHeadModel(config).apply({"params": params}, ids, return_hidden=True)
+    assert hidden.shape == (*ids.shape, config.n_embd)
+    np.testing.assert_allclose(np.asarray(hidden @ params["wte"]["embedding"].T), np.asarray(forward(ids)),
+                               atol=1e-5, rtol=0)
+
+
+def test_resize_cache_keeps_written_positions_and_decoding_continues(tiny, forward):
+    from vqgan_jax.gpt2 import resize_cache
+    config, params, ref = tiny
+    model = GPT2LMHeadModel(config)
+    ids = jnp.asarray(ref["input_ids"])
+    full = np.asarray(forward(ids))
+    step = jax.jit(lambda cache, tokens: model.apply({"params": params, "cache": cache}, tokens, decode=True,
+                                                     mutable=["cache"]))
+    cache = resize_cache(init_cache(model, 2, 24), 6)
+    assert cache["h_1"]["attn"]["cached_value"].shape == (2, 2, 6, 16)
+    logits, mutated = step(cache, ids[:, :6])
+    grown = resize_cache(mutated["cache"], 10)
+    kept = grown["h_0"]["attn"]["cached_key"]
+    np.testing.assert_array_equal(kept[:, :, :6], mutated["cache"]["h_0"]["attn"]["cached_key"])
+    np.testing.assert_array_equal(kept[:, :, 6:], 0)
+    assert int(grown["cache_index"]) == 6
+    for t in range(6, 10):
+        logits, mutated = step(grown, ids[:, t:t + 1])
+        grown = mutated["cache"]
+        np.testing.assert_allclose(np.asarray(logits[:, 0]), full[:, t], atol=1e-5, rtol=0)

@@ -173,3 +173,23 @@ def test_gpt2_sampler_refuses_more_positions_than_the_model_has(tiny_gpt2_sample
     config, params = gpt2_hf.from_pretrained(Path(__file__).parent / "fixtures" / "gpt2_tiny")
     with pytest.raises(UserError, match="n_positions >= 25"):
         make_gpt2_sampler(GPT2LMHeadModel(config), params, batch_size=2, max_len=25)
+
+
+def test_chunks_cover_the_loop():
+    from vqgan_jax.sampling import _chunks
+    assert _chunks(256, 32) == tuple((a, a + 32) for a in range(0, 256, 32))
+    assert _chunks(23, 5) == ((0, 5), (5, 10), (10, 15), (15, 20), (20, 23))
+    assert _chunks(23, 0) == ((0, 23),) and _chunks(23, 40) == ((0, 23),) and _chunks(0, 8) == ()
+    with pytest.raises(UserError, match="chunk_len"):
+        _chunks(10, -1)
+
+
+@pytest.mark.parametrize("chunk_len", [1, 5, 0])
+def test_gpt2_chunked_cache_sampling_draws_the_same_tokens(tiny_gpt2_sampler, chunk_len):
+    fns = tiny_gpt2_sampler
+    prompt = jnp.array([[3, 9], [60, 1]], jnp.int32)
+    kw = dict(num_steps=22, temperature=1.0, top_k=20)
+    chunked = sample(fns.tokens_to_logits, fns.init_cache, prompt, jax.random.key(5), chunk_len=chunk_len, **kw)
+    full = sample_no_cache(fns.sequence_to_logits, fns.params, prompt, jax.random.key(5), **kw)
+    np.testing.assert_array_equal(chunked, full)
+    np.testing.assert_array_equal(np.asarray(chunked)[:, :2], prompt)

@@ -31,12 +31,20 @@ from vqgan_jax.layers import materialize_grad
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
 
 
+# Query block length of the CPU attention (see `_attend_blocked`).
+CPU_ATTENTION_BLOCK = 64
+
+
 def _attend(q, k, v, *, dropout: nn.Module | None, impl):
     """Causal scaled dot-product attention over a whole sequence (training and full forward passes).
 
-    q, k, v: (B, T, H, D). Returns (B, T, H, D) in q's dtype. `jax.nn.dot_product_attention` has no
-    dropout on the attention weights, so only training with attn_pdrop > 0 takes the explicit path.
+    q, k, v: (B, T, H, D). Returns (B, T, H, D) in q's dtype. impl: None = `_attend_blocked` on CPU and
+    `jax.nn.dot_product_attention` (XLA's choice) elsewhere; 'xla' / 'cudnn' = that function with this
+    implementation; 'blocked' = `_attend_blocked` everywhere. `jax.nn.dot_product_attention` has no
+    dropout on the attention weights, so training with attn_pdrop > 0 takes an explicit path there.
     """
+    if impl == "blocked" or (impl is None and jax.default_backend() == "cpu"):
+        return _attend_blocked(q, k, v, dropout=dropout, block=CPU_ATTENTION_BLOCK)
     if dropout is None:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
     scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
@@ -45,6 +53,38 @@ def _attend(q, k, v, *, dropout: nn.Module | None, impl):
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False)
     return jnp.einsum("bhts,bshd->bthd", weights.astype(v.dtype), v)
+
+
+def _attend_blocked(q, k, v, *, dropout: nn.Module | None, block: int):
+    """Causal attention by query blocks, with the softmax normalised after the value product.
+
+    q, k, v: (B, T, H, D) -> (B, T, H, D) in q's dtype. Query block [a, b) (block rows; the last may be
+    shorter) attends to keys [0, b) only, so the masked upper triangle beyond the diagonal blocks is
+    never computed: 62% of the scores at T = 256, block 64. Per block, e = exp(s - max s) and the output
+    is (e @ v) / sum(e): dividing the (b - a, D) output instead of the (b - a, b) weights saves a full
+    pass over the scores forward and one backward (the max is a constant shift, so its gradient is
+    stopped). Same values as softmax attention to float32 rounding; 1.8x faster forward + backward than
+    `jax.nn.dot_product_attention` on XLA:CPU for the flowers64 prior. Dropout, when given, drops
+    attention weights as the explicit path does (dropout(e) / sum(e) = dropout(e / sum(e))).
+    """
+    t, d = q.shape[1], q.shape[-1]
+    qh, kh, vh = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))                  # (B, H, T, D)
+    qh = qh * jnp.asarray(1 / math.sqrt(d), qh.dtype)
+    outs = []
+    for a in range(0, t, block):
+        b = min(a + block, t)
+        s = jnp.einsum("bhtd,bhsd->bhts", qh[:, :, a:b], kh[:, :, :b],
+                       preferred_element_type=jnp.float32)                    # (B, H, b - a, b)
+        causal = jnp.arange(b)[None, :] <= jnp.arange(a, b)[:, None]
+        s = jnp.where(causal, s, jnp.finfo(jnp.float32).min)
+        e = jnp.exp(s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+        total = jnp.sum(e, axis=-1, keepdims=True)                            # (B, H, b - a, 1)
+        if dropout is not None:
+            e = dropout(e, deterministic=False)
+        out = jnp.einsum("bhts,bhsd->bhtd", e.astype(vh.dtype), vh[:, :, :b],
+                         preferred_element_type=jnp.float32)
+        outs.append((out / total).astype(q.dtype))
+    return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
 
 
 def _attend_cache(q, k_cache, v_cache, cache_index):
@@ -70,7 +110,7 @@ class CausalSelfAttention(nn.Module):
     attn_pdrop: float = 0.0
     resid_pdrop: float = 0.0
     dtype: jnp.dtype = jnp.float32
-    attention_impl: str | None = None  # None/'xla' or 'cudnn' (jax.nn.dot_product_attention)
+    attention_impl: str | None = None  # None (auto), 'xla', 'cudnn' or 'blocked': see `_attend`
 
     @nn.compact
     def __call__(self, x, *, train: bool, decode: bool, cache_index=None):
@@ -173,11 +213,14 @@ class GPT2LMHead(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, input_ids, *, train: bool = False, decode: bool = False, positions=None):
+    def __call__(self, input_ids, *, train: bool = False, decode: bool = False, positions=None,
+                 return_hidden: bool = False):
         """input_ids: int32 (B, T) -> logits float32 (B, T, vocab_size).
 
         positions: optional int32 (B, T) or (T,) position ids; by default 0..T-1, or in decode mode
         cache_index..cache_index+T-1. Dropout (rng stream 'dropout') is active only when train=True.
+        return_hidden: return the final LayerNorm's output (B, T, n_embd) in `dtype` instead of the
+        logits (for a head of one's own, e.g. the logits of a subset of the vocabulary).
         """
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
@@ -208,6 +251,8 @@ class GPT2LMHead(nn.Module):
                 x, train=train, decode=decode, cache_index=cache_index)
         x = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, use_fast_variance=False,
                          name="ln_f")(x)
+        if return_hidden:
+            return x                                                        # (B, T, C)
         return wte.attend(x).astype(jnp.float32)                          # (B, T, V)
 
 
@@ -253,3 +298,20 @@ def init_cache(model: GPT2LMHead, batch_size: int, max_len: int):
 def _cache_shapes(model: GPT2LMHead, batch_size: int, max_len: int):
     dummy = jnp.zeros((batch_size, max_len), jnp.int32)
     return jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, decode=True))["cache"]
+
+
+def resize_cache(cache, length: int):
+    """The 'cache' collection with every cached key/value cut or zero-padded to `length` positions.
+
+    cache: as from `init_cache` (per layer float (B, H, S, D)); positions below min(S, length) keep
+    their values, cache_index is unchanged. Decoding attends over the whole cache (unwritten positions
+    masked), so a cache just long enough for the next tokens does less work per token.
+    """
+    def fit(x):
+        if x.ndim != 4:
+            return x
+        s = x.shape[2]
+        if length <= s:
+            return x[:, :, :length]
+        return jnp.pad(x, ((0, 0), (0, 0), (0, length - s), (0, 0)))
+    return jax.tree.map(fit, cache)
