@@ -181,7 +181,7 @@ def test_chunks_cover_the_loop():
     assert _chunks(23, 5) == ((0, 5), (5, 10), (10, 15), (15, 20), (20, 23))
     assert _chunks(23, 0) == ((0, 23),) and _chunks(23, 40) == ((0, 23),) and _chunks(0, 8) == ()
     with pytest.raises(UserError, match="chunk_len"):
-        _chunks(10, -1)
+        sample(chain_logits, NO_CACHE, PROMPT, jax.random.key(0), num_steps=2, chunk_len=-1)
 
 
 @pytest.mark.parametrize("chunk_len", [1, 5, 0])

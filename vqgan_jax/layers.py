@@ -52,7 +52,8 @@ def materialize_grad(x):
     later layer: a cost quadratic in depth. Optimization barriers do not stop it (XLA:CPU drops them
     before fusion), but a dot does, so on CPU the cotangent goes through a matmul with the identity,
     which is exact at HIGHEST precision (each output is x * 1 plus zeros). Other backends fuse with a
-    cost model and skip it. The flowers64 prior's CPU step went from 7.4 s to 4.5 s (same loss bits).
+    cost model and skip it. The flowers64 prior's CPU step (dropout 0) takes 2.0 s with it and 3.4 s
+    without (session 3; same loss).
     """
     return x
 

@@ -105,8 +105,6 @@ def default_chunk_len() -> int:
 def _chunks(num_loop_steps: int, chunk_len: int) -> tuple[tuple[int, int], ...]:
     """Loop steps [0, num_loop_steps) as consecutive (start, stop) ranges of chunk_len steps (the last
     may be shorter); chunk_len 0 = one range."""
-    if chunk_len < 0:
-        raise UserError(f"chunk_len must be >= 0 (0 = one chunk), got {chunk_len}")
     step = chunk_len or max(num_loop_steps, 1)
     return tuple((a, min(a + step, num_loop_steps)) for a in range(0, num_loop_steps, step))
 
@@ -128,13 +126,10 @@ def _sample_cached(tokens_to_logits, cache, prompt, rng, temperature, top_p, cfg
     # run in chunks, each with a cache just long enough for the positions written by the chunk's end:
     # decoding reads the whole cache every token, so this halves the attention's memory traffic
     # (the cost: one loop body to compile per chunk).
-    resize = getattr(tokens_to_logits, "resize_cache", None)
-    if resize is None:
-        chunks = ((chunks[0][0], chunks[-1][1]),) if chunks else ()
     carry = (_start_buffer(prompt, num_steps), cache)
     for start, stop in chunks:
-        if resize is not None:
-            carry = (carry[0], resize(carry[1], stop))
+        if len(chunks) > 1:
+            carry = (carry[0], tokens_to_logits.resize_cache(carry[1], stop))
         carry = jax.lax.fori_loop(start, stop, step, carry)
     buffer = carry[0]
     return buffer[: buffer.shape[0] // 2] if use_cfg else buffer
@@ -194,11 +189,16 @@ def sample(tokens_to_logits: Callable, init_cache: Any, prompt, rng, *, num_step
     prompt = jnp.asarray(prompt)
     use_top_p, use_cfg = _check(prompt, num_steps, temperature, top_k, top_p, cfg_scale)
     prompt = prompt.astype(jnp.int32)
+    if chunk_len is None:
+        chunk_len = default_chunk_len()
+    if chunk_len < 0:
+        raise UserError(f"chunk_len must be >= 0 (0 = one chunk), got {chunk_len}")
+    if not hasattr(tokens_to_logits, "resize_cache"):
+        chunk_len = 0                                     # a cache it cannot resize: one chunk
     return _sample_cached(tokens_to_logits, init_cache, prompt, rng, jnp.float32(temperature), jnp.float32(top_p),
                           jnp.float32(1.0 if cfg_scale is None else cfg_scale), num_steps=num_steps,
                           top_k=top_k, use_top_p=use_top_p, use_cfg=use_cfg,
-                          chunks=_chunks(prompt.shape[1] + num_steps - 1,
-                                         default_chunk_len() if chunk_len is None else chunk_len))
+                          chunks=_chunks(prompt.shape[1] + num_steps - 1, chunk_len))
 
 
 def sample_no_cache(sequence_to_logits: Callable, state: Any, prompt, rng, *, num_steps: int, temperature=1.0,
