@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from vqgan_jax.errors import UserError
-from vqgan_jax.layers import materialize_grad
+from vqgan_jax.fastops import dense, materialize_grad
 
 # GPT-2's 'gelu_new' and PyTorch's gelu(approximate='tanh') are the same tanh formula.
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
@@ -103,6 +103,23 @@ def _attend_cache(q, k_cache, v_cache, cache_index):
     return jnp.einsum("bhts,bhsd->bthd", weights.astype(v_cache.dtype), v_cache)
 
 
+class Dense(nn.Module):
+    """flax.linen.Dense's parameters ('kernel' (C_in, features), 'bias' zeros), init and numbers, through
+    `fastops.dense` (whose CPU gradient rule makes the prior's CPU step 1.16x faster).
+
+    x (..., C_in) -> (..., features) in `dtype`; parameters float32.
+    """
+    features: int
+    kernel_init: nn.initializers.Initializer
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        return dense(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with GPT-2's fused `c_attn` and output `c_proj`."""
     n_head: int
@@ -118,8 +135,8 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, C) -> (B, T, C). In decode mode cache_index (int32 ()) is where x's tokens go."""
         b, t, c = x.shape
         head_dim = c // self.n_head
-        qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
-                       name="c_attn")(x)                                   # (B, T, 3C)
+        qkv = Dense(3 * c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
+                    name="c_attn")(x)                                   # (B, T, 3C)
         q, k, v = (a.reshape(b, t, self.n_head, head_dim) for a in jnp.split(qkv, 3, axis=-1))
 
         if decode:
@@ -143,8 +160,8 @@ class CausalSelfAttention(nn.Module):
             dropout = nn.Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None
             y = _attend(q, k, v, dropout=dropout, impl=self.attention_impl)
         y = y.reshape(b, t, c)                                              # heads merged back
-        y = nn.Dense(c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
-                     name="c_proj")(y)
+        y = Dense(c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
+                  name="c_proj")(y)
         return nn.Dropout(self.resid_pdrop)(y, deterministic=not train)
 
 
@@ -159,11 +176,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x: (B, T, C) -> (B, T, C)."""
-        h = nn.Dense(self.n_inner, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
-                     name="c_fc")(x)
+        h = Dense(self.n_inner, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std),
+                  name="c_fc")(x)
         h = jax.nn.gelu(h, approximate=True)
-        h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
-                     name="c_proj")(h)
+        h = Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
+                  name="c_proj")(h)
         return nn.Dropout(self.resid_pdrop)(h, deterministic=not train)
 
 
@@ -190,7 +207,7 @@ class Block(nn.Module):
             ln("ln_1")(x), train=train, decode=decode, cache_index=cache_index)
         x = x + MLP(self.n_inner, self.init_std, self.proj_std, self.resid_pdrop, self.dtype, name="mlp")(
             ln("ln_2")(x), train=train)
-        return materialize_grad(x)  # see layers.materialize_grad: 1.7x faster steps on XLA:CPU
+        return materialize_grad(x)  # see fastops.materialize_grad: 1.7x faster steps on XLA:CPU
 
 
 class GPT2LMHead(nn.Module):

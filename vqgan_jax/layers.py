@@ -41,36 +41,6 @@ def num_groups_for(channels: int, max_groups: int = 32) -> int:
     return 1
 
 
-
-@jax.custom_vjp
-def materialize_grad(x):
-    """Identity whose gradient XLA:CPU must write to memory: cuts the backward residual chain.
-
-    A residual stream's gradient is a chain of cheap elementwise adds, one per layer, plus each layer's
-    normalisation backward. XLA:CPU fuses that whole chain into every consumer (the bias and weight
-    gradients, the next normalisation's reductions) and so recomputes, per element, the work of every
-    later layer: a cost quadratic in depth. Optimization barriers do not stop it (XLA:CPU drops them
-    before fusion), but a dot does, so on CPU the cotangent goes through a matmul with the identity,
-    which is exact at HIGHEST precision (each output is x * 1 plus zeros). Other backends fuse with a
-    cost model and skip it. The flowers64 prior's CPU step (dropout 0) takes 2.0 s with it and 3.4 s
-    without (session 3; same loss).
-    """
-    return x
-
-
-def _materialize_grad_fwd(x):
-    return x, None
-
-
-def _materialize_grad_bwd(_, g):
-    if jax.default_backend() != "cpu":
-        return (g,)
-    eye = jnp.eye(g.shape[-1], dtype=g.dtype)
-    return (jnp.einsum("...c,cd->...d", g, eye, precision=jax.lax.Precision.HIGHEST),)
-
-
-materialize_grad.defvjp(_materialize_grad_fwd, _materialize_grad_bwd)
-
 class GroupNorm(nn.Module):
     """GroupNorm over channels-last x: (B, H, W, C) -> same shape, in `dtype`; params 'scale', 'bias' (C,).
 
