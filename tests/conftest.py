@@ -9,6 +9,10 @@ configure_xla_flags()  # the same XLA:CPU flags as train.py
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF never takes a GPU from JAX
+# The parity tests compare float32 results to 1e-5; GPUs multiply float32 in TF32 by default (errors of
+# ~1e-3), so a run on a GPU (JAX_PLATFORMS=cuda) asks for full float32. XLA:CPU computes float32 dots
+# in float32 either way.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 # One persistent XLA compilation cache for the whole session (and the train.py subprocesses the
 # tests start): the tiny models compile in seconds once, then load from the cache.
