@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqgan_jax.dropout import Dropout
 from vqgan_jax.errors import UserError
 from vqgan_jax.fastops import dense, materialize_grad
 
@@ -157,12 +158,12 @@ class CausalSelfAttention(nn.Module):
             y = _attend_cache(q, kc, vc, cache_index)
         else:
             use_dropout = train and self.attn_pdrop > 0
-            dropout = nn.Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None
+            dropout = Dropout(self.attn_pdrop, name="attn_dropout") if use_dropout else None
             y = _attend(q, k, v, dropout=dropout, impl=self.attention_impl)
         y = y.reshape(b, t, c)                                              # heads merged back
         y = Dense(c, dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
                   name="c_proj")(y)
-        return nn.Dropout(self.resid_pdrop)(y, deterministic=not train)
+        return Dropout(self.resid_pdrop)(y, deterministic=not train)
 
 
 class MLP(nn.Module):
@@ -181,7 +182,7 @@ class MLP(nn.Module):
         h = jax.nn.gelu(h, approximate=True)
         h = Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.normal(self.proj_std),
                   name="c_proj")(h)
-        return nn.Dropout(self.resid_pdrop)(h, deterministic=not train)
+        return Dropout(self.resid_pdrop)(h, deterministic=not train)
 
 
 class Block(nn.Module):
@@ -260,7 +261,7 @@ class GPT2LMHead(nn.Module):
             positions = jnp.arange(t, dtype=jnp.int32) if cache_index is None else cache_index + jnp.arange(t)
 
         x = wte(input_ids) + wpe(positions)                                 # (B, T, C)
-        x = nn.Dropout(self.embd_pdrop)(x, deterministic=not train)
+        x = Dropout(self.embd_pdrop)(x, deterministic=not train)
         proj_std = self.initializer_range / math.sqrt(2 * self.n_layer)
         for i in range(self.n_layer):
             x = Block(self.n_head, self.n_inner or 4 * self.n_embd, self.layer_norm_epsilon,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqgan_jax.dropout import Dropout
 from vqgan_jax.errors import UserError
 
 Dtype = Any
@@ -106,7 +107,7 @@ class ResnetBlock(nn.Module):
         h = nn.swish(normalize(c_in, self.dtype, name="norm1")(x))
         h = conv(c_out, 3, self.dtype, "conv1")(h)
         h = nn.swish(normalize(c_out, self.dtype, name="norm2")(h))
-        h = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(h)
+        h = Dropout(self.dropout, deterministic=not train, name="dropout")(h)
         h = conv(c_out, 3, self.dtype, "conv2")(h)
         if c_in != c_out:
             x = conv(c_out, 1, self.dtype, "nin_shortcut")(x)
