@@ -1,4 +1,4 @@
-"""fastops: the CPU halving sum and the dense layer with a written-out gradient equal the plain formulas
+"""fastops: the CPU halving sum, the dense layer, bias add and GroupNorm with written-out gradients equal the plain formulas
 (values and gradients), in isolation and inside GPT-2's training gradient."""
 import flax.linen as nn
 import jax
@@ -97,3 +97,62 @@ def test_gpt2_training_gradient_equals_the_plain_autodiff_gradient(monkeypatch):
     np.testing.assert_allclose(fast[0], plain[0], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _plain(monkeypatch, fn, *args):
+    """fn(*args) and its value under the other backends' path (plain formulas under autodiff)."""
+    fast = fn(*args)
+    monkeypatch.setattr(fastops, "_on_cpu", lambda: False)
+    plain = fn(*args)
+    monkeypatch.undo()
+    return fast, plain
+
+
+def test_group_norm_and_its_gradient_equal_the_plain_formula(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((3, 50, 12)).astype(np.float32) * 2 + 1)
+    scale = jnp.asarray(rng.standard_normal(12).astype(np.float32))
+    bias = jnp.asarray(rng.standard_normal(12).astype(np.float32))
+    r = jnp.asarray(rng.standard_normal((3, 50, 12)).astype(np.float32))
+
+    def value_and_grads(x, scale, bias):
+        f = lambda *a: jnp.sum(fastops.group_norm(*a, 4, 1e-6) * r)  # noqa: E731
+        return fastops.group_norm(x, scale, bias, 4, 1e-6), jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
+
+    fast, plain = _plain(monkeypatch, value_and_grads, x, scale, bias)   # eager: each call traces anew
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # hand check: each group of (50 positions x 3 channels) is normalised to mean 0, variance 1
+    y = (np.asarray(fast[0]) - np.asarray(bias)) / np.asarray(scale)
+    groups = y.reshape(3, 50, 4, 3).transpose(0, 2, 1, 3).reshape(3, 4, 150)
+    np.testing.assert_allclose(groups.mean(-1), 0, atol=1e-4)
+    np.testing.assert_allclose(groups.var(-1), 1, atol=1e-3)
+
+
+def test_add_bias_gradient_is_the_sum_over_all_leading_axes():
+    g = jnp.asarray(np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype(np.float32))
+    y, b = jnp.zeros((2, 3, 4, 5)), jnp.arange(5.0)
+    np.testing.assert_array_equal(fastops.add_bias(y, b), jnp.broadcast_to(b, y.shape))
+    dy, db = jax.grad(lambda y, b: jnp.sum(fastops.add_bias(y, b) * g), argnums=(0, 1))(y, b)
+    np.testing.assert_array_equal(dy, g)
+    np.testing.assert_allclose(db, np.asarray(g).sum((0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, "SAME"), (1, 1, "SAME"), (4, 2, ((1, 1), (1, 1))),
+                                                   (3, 2, ((0, 1), (0, 1)))])
+def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, stride, padding):
+    from vqgan_jax.layers import Conv, torch_conv_init
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 8, 8, 5)).astype(np.float32))
+    ours = Conv(7, kernel, stride, padding)
+    theirs = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=padding, kernel_init=torch_conv_init)
+    p_ours, p_theirs = ours.init(jax.random.PRNGKey(0), x), theirs.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
+        np.testing.assert_array_equal(a, b)
+    p = {"params": {"kernel": p_ours["params"]["kernel"], "bias": jnp.linspace(-1, 1, 7)}}
+    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

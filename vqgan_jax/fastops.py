@@ -1,4 +1,4 @@
-"""Sums and dense layers written for XLA:CPU's fast paths (plain jnp on other backends).
+"""Sums, dense layers, bias adds and GroupNorm written for XLA:CPU's fast paths (plain jnp elsewhere).
 
 - `tree_sum`: XLA:CPU rewrites a large sum into a reduce-window followed by a small reduce (its
   tree-reduction rewrite), and that reduce-window runs far below memory speed when its window strides
@@ -6,6 +6,9 @@
   as `jnp.sum(g, (0, 1))` and 0.65 ms as a chain of halving adds (x[:n/2] + x[n/2:], fused into one
   loop), which is what `tree_sum` computes.
 - `dense`: x @ w + b with its gradient written out (see there).
+- `add_bias` (a conv's bias) and `group_norm`: their gradient reductions as `tree_sum`s. The flowers64
+  VQGAN's CPU step (G + D, both compiled in one process, timed interleaved) takes 2.61 s with them and
+  2.87 s without.
 - `materialize_grad`: the identity whose CPU gradient cuts XLA:CPU's fusion of a residual stream's
   backward chain.
 
@@ -126,6 +129,87 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     if _on_cpu():
         return _dense(x, w, b)
     return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ()))) + b
+
+
+@jax.custom_vjp
+def _add_bias(y, b):
+    return y + b
+
+
+def _add_bias_fwd(y, b):
+    return y + b, None
+
+
+def _add_bias_bwd(_, g):
+    return g, tree_sum(g, tuple(range(g.ndim - 1)))
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
+    """y + b for y (..., C) and b (C,) of y's dtype; on CPU the bias gradient is a `tree_sum` over all
+    leading axes (a conv's (B, H, W, C) output gradient summed over B*H*W rows)."""
+    return _add_bias(y, b) if _on_cpu() else y + b
+
+
+def _group_stats(x, groups, eps):
+    """x (B, N, C) float32 -> the mean and 1/std of each channel's group, as (B, 1, C)."""
+    b, n, c = x.shape
+    count = n * (c // groups)
+    # Per-channel sums over the N positions first, then within each group.
+    s1 = tree_sum(x, 1).reshape(b, groups, c // groups).sum(-1) / count              # (B, G)
+    s2 = tree_sum(x * x, 1).reshape(b, groups, c // groups).sum(-1) / count
+    rstd = jax.lax.rsqrt(jnp.maximum(s2 - s1 * s1, 0.0) + eps)
+    per_channel = lambda a: jnp.repeat(a, c // groups, axis=1)[:, None, :]        # noqa: E731
+    return per_channel(s1), per_channel(rstd)
+
+
+def _group_norm_apply(x, scale, bias, groups, eps):
+    mean, rstd = _group_stats(x, groups, eps)
+    mul = rstd * scale                        # one per-channel affine map
+    return x * mul + (bias - mean * mul), (mean, rstd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _group_norm(x, scale, bias, groups, eps):
+    return _group_norm_apply(x, scale, bias, groups, eps)[0]
+
+
+def _group_norm_fwd(x, scale, bias, groups, eps):
+    y, (mean, rstd) = _group_norm_apply(x, scale, bias, groups, eps)
+    return y, (x, mean, rstd, scale)
+
+
+def _group_norm_bwd(groups, eps, res, g):
+    # With xhat = (x - mean) * rstd and dxhat = g * scale, per group of count elements:
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). Only two per-channel sums over
+    # the N positions are needed (of g and of g * xhat); scale is constant within a channel.
+    x, mean, rstd, scale = res
+    b, n, c = x.shape
+    count = n * (c // groups)
+    xhat = (x - mean) * rstd
+    sum_g = tree_sum(g, 1)                                                             # (B, C)
+    sum_gx = tree_sum(g * xhat, 1)
+    group_mean = lambda a: jnp.repeat(a.reshape(b, groups, c // groups).sum(-1) / count,  # noqa: E731
+                                      c // groups, axis=1)[:, None, :]                  # (B, 1, C)
+    dx = rstd * (g * scale - group_mean(sum_g * scale) - xhat * group_mean(sum_gx * scale))
+    return dx, jnp.sum(sum_gx, 0), jnp.sum(sum_g, 0)
+
+
+_group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps: float) -> jax.Array:
+    """GroupNorm of x (B, N, C) float32 over its N positions and C / groups channels per group.
+
+    scale, bias (C,) float32 -> (B, N, C) float32. Variance E[x^2] - E[x]^2, clamped at 0. On CPU the
+    per-channel sums of the forward and backward passes are `tree_sum`s under a written-out gradient;
+    elsewhere the same formula under autodiff.
+    """
+    if _on_cpu():
+        return _group_norm(x, scale, bias, groups, eps)
+    return _group_norm_apply(x, scale, bias, groups, eps)[0]
 
 
 @jax.custom_vjp

@@ -14,6 +14,7 @@ import numpy as np
 
 from vqgan_jax.dropout import Dropout
 from vqgan_jax.errors import UserError
+from vqgan_jax.fastops import add_bias, group_norm
 
 Dtype = Any
 
@@ -48,7 +49,8 @@ class GroupNorm(nn.Module):
     Statistics are float32 whatever `dtype` is. Per-channel sums over H*W are taken first and then summed
     within each group, and the result is applied as one per-channel affine map: ~8x faster than
     flax.linen.GroupNorm's (B, HW, G, C/G) reductions on CPU, and the same numbers to float32 rounding.
-    Variance is E[x^2] - E[x]^2 (as flax's default use_fast_variance), clamped at 0.
+    Variance is E[x^2] - E[x]^2 (as flax's default use_fast_variance), clamped at 0. Computed by
+    `fastops.group_norm` (on CPU with a written-out gradient whose sums are `tree_sum`s).
     """
     num_groups: int = 32
     epsilon: float = 1e-6
@@ -60,14 +62,7 @@ class GroupNorm(nn.Module):
         g = self.num_groups
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        xf = x.reshape(b, h * w, c).astype(jnp.float32)
-        n = h * w * (c // g)
-        mean = jnp.sum(xf, axis=1).reshape(b, g, c // g).sum(-1) / n  # (B, G)
-        var = jnp.sum(xf * xf, axis=1).reshape(b, g, c // g).sum(-1) / n - mean * mean
-        inv = jax.lax.rsqrt(jnp.maximum(var, 0.0) + self.epsilon)
-        mul = jnp.repeat(inv, c // g, axis=1) * scale  # (B, C)
-        add = bias - jnp.repeat(mean, c // g, axis=1) * mul
-        y = xf * mul[:, None, :] + add[:, None, :]
+        y = group_norm(x.reshape(b, h * w, c).astype(jnp.float32), scale, bias, g, self.epsilon)
         return y.reshape(b, h, w, c).astype(self.dtype)
 
 
@@ -84,11 +79,36 @@ def normalize(channels: int, dtype: Dtype = jnp.float32, name: str | None = None
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
+class Conv(nn.Module):
+    """A square 2-D convolution with flax.linen.Conv's parameters ('kernel' (k, k, C_in, features) in
+    taming's init, 'bias' zeros) and numbers; the bias is added by `fastops.add_bias`.
+
+    x: (B, H, W, C_in) -> (B, H', W', features) in `dtype`. padding: 'SAME', 'VALID' or ((top, bottom),
+    (left, right)), as lax.conv_general_dilated takes it.
+    """
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", torch_conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2,
+                                         self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = add_bias(y, bias.astype(self.dtype))
+        return y
+
+
 def conv(features: int, kernel: int, dtype: Dtype, name: str | None = None, stride: int = 1,
-         padding: Any = "SAME", use_bias: bool = True) -> nn.Conv:
+         padding: Any = "SAME", use_bias: bool = True) -> Conv:
     """A 2-D convolution with float32 params computing in `dtype` (name None inside setup())."""
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding, use_bias=use_bias,
-                   dtype=dtype, kernel_init=torch_conv_init, name=name)
+    return Conv(features, kernel, stride, padding, use_bias, dtype, name=name)
 
 
 class ResnetBlock(nn.Module):
@@ -197,4 +217,4 @@ class Upsample(nn.Module):
                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
             rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2, C): column phase
         y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c)  # (B, H, 2, W, 2, C) -> (B, 2H, 2W, C)
-        return y + bias.astype(self.dtype)
+        return add_bias(y, bias.astype(self.dtype))
