@@ -6,7 +6,7 @@
   as `jnp.sum(g, (0, 1))` and 0.65 ms as a chain of halving adds (x[:n/2] + x[n/2:], fused into one
   loop), which is what `tree_sum` computes.
 - `dense`: x @ w + b with its gradient written out (see there).
-- `add_bias` (a conv's bias) and `group_norm`: their gradient reductions as `tree_sum`s. The flowers64
+- `add_bias` (a conv's bias) and `group_norm`: their sums (forward and backward) as `tree_sum`s. The flowers64
   VQGAN's CPU step (G + D, both compiled in one process, timed interleaved) takes 2.61 s with them and
   2.87 s without.
 - `materialize_grad`: the identity whose CPU gradient cuts XLA:CPU's fusion of a residual stream's
