@@ -1,5 +1,5 @@
-"""fastops: the CPU halving sum, the dense layer, bias add and GroupNorm with written-out gradients equal the plain formulas
-(values and gradients), in isolation and inside GPT-2's training gradient."""
+"""fastops: the CPU halving sum, and the dense layer, bias add and GroupNorm with written-out gradients,
+equal the plain formulas (values and gradients), in isolation and inside GPT-2's training gradient."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
