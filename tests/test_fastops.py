@@ -156,3 +156,22 @@ def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, str
     g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_r1_penalty_differentiates_through_the_written_out_gradients(monkeypatch):
+    """R1 takes the gradient of a gradient: reverse mode over the custom rules of `add_bias` and
+    `group_norm` in the discriminator (norm 'group') must give the plain formulas' numbers."""
+    from vqgan_jax import losses
+    from vqgan_jax.discriminator import PatchDiscriminator
+    d = PatchDiscriminator(ndf=8, n_layers=2)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    params = d.init(jax.random.PRNGKey(1), x)["params"]
+
+    def r1_and_grad(p):  # a new function per call, so the second call traces (and jits) anew
+        return jax.jit(jax.value_and_grad(lambda p: losses.r1_penalty(lambda xr: d.apply({"params": p}, xr), x)))(p)
+
+    fast, plain = _plain(monkeypatch, r1_and_grad, params)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+    assert float(fast[0]) > 0
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()) + 1e-8)
