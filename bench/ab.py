@@ -82,7 +82,8 @@ def _setup(stage: str, dropout: float):
     size, bs = cfg.data.image_size, cfg.train.batch_size
     host = {"image": rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), "label": np.zeros((bs,), np.int32)}
     fn, rep = setup._step_jit.__wrapped__, parallel.replicated(setup.mesh)
-    jitted = jax.jit(lambda *a: fn(*a), in_shardings=(setup.state_sharding, parallel.batch_sharding(setup.mesh), rep, rep),
+    shardings = (setup.state_sharding, parallel.batch_sharding(setup.mesh), rep, rep)
+    jitted = jax.jit(lambda *a: fn(*a), in_shardings=shardings,
                      out_shardings=(setup.state_sharding, rep), donate_argnums=(0,))
     return (lambda s, b, k: jitted(s, b, k, setup.consts)), setup.init_state(0), \
         parallel.global_batch(host, setup.mesh), "g/rec"
