@@ -1,14 +1,14 @@
 """Dropout drawn from 16-bit random numbers: half the random bits of flax.linen.Dropout, same interface.
 
 flax's Dropout draws one 32-bit uniform per element through threefry, which dominates the cost of
-dropout on XLA:CPU. The flowers64 prior's CPU step with dropout 0.1 takes 2.18 s with flax's Dropout
-and 1.90 s with this one (both compiled in one process, timed interleaved by `bench/ab.py`; a rerun:
-2.09 s and 1.95 s; about 1.6 s without dropout). Here each 32-bit word from `jax.random.bits`
-gives two 16-bit numbers u, and an element is kept where u >= t, t = round(rate * 65536): the rate
-is rounded to a multiple of 1/65536 (0.1 becomes 0.100006) and the kept values are scaled by
-65536 / (65536 - t), so the output's expectation is x exactly. The two halves of each word go to the two halves of axis 1 (axis 0 for 1-D inputs), so with a
-batch-sharded axis 0 every device draws the bits of its own rows (no communication), and the bits of
-the global array are the same on any number of devices.
+dropout on XLA:CPU. The flowers64 prior's CPU step with dropout 0.1 takes 2.18 s with flax's Dropout and
+1.90 s with this one (both compiled in one process, timed interleaved by `bench/ab.py`; a rerun: 2.09 s
+and 1.95 s; about 1.6 s without dropout). Here each 32-bit word from `jax.random.bits` gives two 16-bit
+numbers u, and an element is kept where u >= t, t = round(rate * 65536): the rate is rounded to a
+multiple of 1/65536 (0.1 becomes 0.100006) and the kept values are scaled by 65536 / (65536 - t), so the
+output's expectation is x exactly. The two halves of each word go to the two halves of axis 1 (axis 0
+for 1-D inputs), so with a batch-sharded axis 0 every device draws the bits of its own rows (no
+communication), and the bits of the global array are the same on any number of devices.
 """
 import flax.linen as nn
 import jax
