@@ -265,12 +265,13 @@ def test_blocked_attention_equals_softmax_attention_and_its_gradient(t, block):
     from vqgan_jax.gpt2 import _attend_blocked
     rng = np.random.default_rng(t)
     q, k, v, g = (jnp.asarray(2 * rng.standard_normal((2, t, 3, 8)), jnp.float32) for _ in range(4))
-    out = _attend_blocked(q, k, v, dropout=None, block=block)
+    # Jitted: op by op, the blocked gradient dispatches (and compiles) hundreds of small programs.
+    ours = lambda q, k, v: _attend_blocked(q, k, v, dropout=None, block=block)  # noqa: E731
+    out = jax.jit(ours)(q, k, v)
     np.testing.assert_allclose(np.asarray(out), _softmax_attention(q, k, v), atol=1e-5, rtol=1e-5)
     # Gradients against XLA's reference attention (explicitly the 'xla' implementation).
     ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")  # noqa: E731
-    ours = lambda q, k, v: _attend_blocked(q, k, v, dropout=None, block=block)  # noqa: E731
-    grads = [jax.vjp(f, q, k, v)[1](g) for f in (ref, ours)]
+    grads = [jax.jit(lambda q, k, v, g, f=f: jax.vjp(f, q, k, v)[1](g))(q, k, v, g) for f in (ref, ours)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=5e-5, rtol=1e-5)
 

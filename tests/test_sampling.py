@@ -54,9 +54,11 @@ def test_prompt_is_kept_and_continued():
 def test_top_p_and_top_k_masks_on_a_hand_table():
     probs = np.array([0.1, 0.5, 0.06, 0.3, 0.04])     # by rank: 1 (.5), 3 (.3), 0 (.1), 2 (.06), 4 (.04)
     logits = jnp.log(jnp.array([probs, probs[::-1]]))  # row 2 reversed: checks the un-sorting per row
+    # Jitted (top_p traced), as the sampler runs it: op by op this test spent seconds dispatching.
+    filt = jax.jit(filter_logits, static_argnames=("top_k",))
 
     def kept(**kw):
-        mask = np.isfinite(np.asarray(filter_logits(logits, **kw)))
+        mask = np.isfinite(np.asarray(filt(logits, **kw)))
         first, second = set(np.flatnonzero(mask[0])), set(np.flatnonzero(mask[1]))
         assert second == {4 - i for i in first}
         return first
@@ -72,9 +74,9 @@ def test_top_p_and_top_k_masks_on_a_hand_table():
     # top-k 3 first, then top-p on the renormalised .556, .333, .111: masses above 0, .556, .889.
     assert kept(top_k=3, top_p=0.6) == {1, 3}
     assert kept(top_k=3, top_p=0.95) == {1, 3, 0}
-    np.testing.assert_array_equal(filter_logits(logits, top_k=2)[0, [1, 3]], logits[0, [1, 3]])
+    np.testing.assert_array_equal(filt(logits, top_k=2)[0, [1, 3]], logits[0, [1, 3]])
     # At the boundary (powers of two: exact in float32) the two tokens above already hold 0.75 >= top_p.
-    exact = np.isfinite(np.asarray(filter_logits(jnp.log(jnp.array([[0.5, 0.25, 0.125, 0.125]])), top_p=0.75)))
+    exact = np.isfinite(np.asarray(filt(jnp.log(jnp.array([[0.5, 0.25, 0.125, 0.125]])), top_p=0.75)))
     np.testing.assert_array_equal(exact, [[True, True, False, False]])
 
 

@@ -129,9 +129,12 @@ def final_params(work):
 def test_resume_equals_straight_run(tmp_path):
     """4 steps straight == 2 steps + restart + 2 steps: same data order, rng, EMA and optimizer state."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    train_vqgan(tiny(4), a)
+    config = tiny(4)
+    train_vqgan(config, a)
     train_vqgan(tiny(2), b)
     train_vqgan(tiny(4), b)        # continue the same run to 4
+    # The three runs shared one setup (their configs differ in `train` only): one compiled step.
+    assert VQGANSetup.shared(config).compile_count() == 1
     sa, sb = final_params(a), final_params(b)
     assert int(sa.step) == int(sb.step) == 4
     for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):

@@ -74,7 +74,9 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
         """Starts saving `state` as `step` (async); returns whether a save was started."""
-        return self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+        if not force and not self._mngr.should_save(int(step)):
+            return False
+        return self._mngr.save(int(step), args=ocp.args.StandardSave(host_copy(state)), force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restores `step` (default: latest) into the structure/shardings of `abstract_state`
@@ -100,6 +102,21 @@ class Checkpointer:
     def close(self) -> None:
         self._mngr.wait_until_finished()
         self._mngr.close()
+
+
+def host_copy(state: Any) -> Any:
+    """What `Checkpointer.save` hands orbax: numpy copies of `state` when one process holds all of it.
+
+    Orbax's per-array work for jax.Arrays spread over several devices costs milliseconds per leaf: a
+    tiny VQGAN state (658 leaves, replicated on 8 CPU devices) took 3-4.5 s per save as jax.Arrays and
+    0.4 s as numpy, and the synchronous part of the save blocks the training loop. The files are the
+    same (a restore gives jax.Arrays with the target's shardings either way). With several processes
+    a replicated array is not addressable from one of them, so it stays a jax.Array and orbax
+    coordinates the write.
+    """
+    if jax.process_count() > 1:
+        return state
+    return jax.device_get(state)
 
 
 def abstract_like(tree: Any, sharding) -> Any:

@@ -131,7 +131,7 @@ def load_prior(workdir: str):
     tokens, gpt2_config, layout = load_prior_layout(workdir)
     runs.require_checkpoint(workdir, "prior", f"train it with python train.py ... --workdir {workdir} --stage prior")
     prior_cfg = runs.read_config(workdir, "prior").prior
-    setup = PriorSetup(prior_cfg, tokens, gpt2_config)
+    setup = PriorSetup.shared(prior_cfg, tokens, gpt2_config)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "prior"), async_save=False)
     step = ckpt.latest_step()
     state = ckpt.restore(setup.abstract_state(), step)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqgan_jax import images as images_lib
-from vqgan_jax import loops, optim, parallel, runs
+from vqgan_jax import loops, optim, parallel, runs, setups
 from vqgan_jax.autoencoder import vqgan_from_config
 from vqgan_jax.checkpoint import Checkpointer, abstract_like
 from vqgan_jax.discriminator import discriminator_from_config
@@ -56,6 +56,15 @@ class VQGANSetup:
         self._step_jit = jax.jit(
             step, in_shardings=(self.state_sharding, parallel.batch_sharding(self.mesh), rep, rep),
             out_shardings=(self.state_sharding, rep), donate_argnums=(0,))
+
+    @classmethod
+    def shared(cls, config, mesh=None) -> "VQGANSetup":
+        """`VQGANSetup(config, mesh)`, built once per process for the same config and mesh (see
+        `setups.py`). The key is the whole config except `train`, which the setup never reads, so a
+        run continued to more steps reuses the compiled step."""
+        mesh = mesh if mesh is not None else parallel.make_mesh()
+        key = setups.config_key({k: v for k, v in config.to_dict().items() if k != "train"})
+        return setups.shared("vqgan", (key, setups.mesh_key(mesh)), lambda: cls(config, mesh))
 
     # -- state ---------------------------------------------------------------------------------------
     def _init(self, rng: jax.Array) -> VQGANState:
@@ -125,7 +134,7 @@ def train_vqgan(config, workdir: str) -> dict:
     config.data.num_classes = int(info["num_classes"])
     if jax.process_index() == 0:
         runs.write_config(workdir, "vqgan", config)
-    setup = VQGANSetup(config, mesh)
+    setup = VQGANSetup.shared(config, mesh)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), keep=config.train.keep_checkpoints,
                         save_every=config.train.ckpt_every)
     start = ckpt.latest_step() or 0

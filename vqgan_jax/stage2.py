@@ -16,7 +16,7 @@ import numpy as np
 from transformers import GPT2Config
 
 from vqgan_jax import images as images_lib
-from vqgan_jax import loops, optim, parallel, runs, tokens as tokens_lib
+from vqgan_jax import loops, optim, parallel, runs, setups, tokens as tokens_lib
 from vqgan_jax.checkpoint import Checkpointer, abstract_like
 from vqgan_jax.errors import UserError
 from vqgan_jax.gpt2 import GPT2LMHeadModel
@@ -58,6 +58,15 @@ class PriorSetup:
                                  label_dropout=float(prior_cfg.label_dropout), pkeep=float(prior_cfg.pkeep))
         self.state_sharding = parallel.replicated(self.mesh)
         self.step = parallel.jit_step(step, self.mesh, self.state_sharding)
+
+    @classmethod
+    def shared(cls, prior_cfg, tokens: PriorTokens, gpt2_config: GPT2Config, mesh=None) -> "PriorSetup":
+        """`PriorSetup(...)`, built once per process for the same prior config (all of it: num_steps
+        sets the cosine schedule), token layout, GPT-2 config and mesh (see `setups.py`)."""
+        mesh = mesh if mesh is not None else parallel.make_mesh()
+        key = (setups.config_key(prior_cfg), repr(tokens), gpt2_config.to_json_string(use_diff=False),
+               setups.mesh_key(mesh))
+        return setups.shared("prior", key, lambda: cls(prior_cfg, tokens, gpt2_config, mesh))
 
     def init_state(self, seed: int, params=None) -> PriorState:
         def init(rng):
@@ -140,7 +149,7 @@ def train_prior(config, workdir: str) -> dict:
             json.dump({"num_codes": tokens.num_codes, "num_classes": tokens.num_classes, "grid": meta["grid"],
                        "seq_len": seq_len, "class_names": meta.get("class_names", [])}, f, indent=2)
 
-    setup = PriorSetup(p, tokens, gpt2_config, mesh)
+    setup = PriorSetup.shared(p, tokens, gpt2_config, mesh)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "prior"), keep=p.keep_checkpoints, save_every=p.ckpt_every)
     start = ckpt.latest_step() or 0
     if start:

@@ -133,7 +133,7 @@ def restore_vqgan(workdir: str):
     from vqgan_jax.stage1 import VQGANSetup
     runs.require_checkpoint(workdir, "vqgan", f"train stage 1 first: python train.py --config ... --workdir {workdir}")
     config = runs.read_config(workdir, "vqgan")
-    setup = VQGANSetup(config)
+    setup = VQGANSetup.shared(config)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), async_save=False)
     step = ckpt.latest_step()
     state = ckpt.restore(setup.abstract_state(), step)
