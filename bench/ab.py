@@ -4,9 +4,11 @@ process and their steps are timed interleaved, so this machine's drift hits all 
     python bench/ab.py --stage prior --variants ours,plain_dense [--dropout 0.1] [--reps 8]
     python bench/ab.py --stage prior --variants ours,flax_dropout --dropout 0.1
     python bench/ab.py --stage vqgan --variants ours,plain
+    python bench/ab.py --stage vqgan --variants ours,no_materialize
 
 Variants: ours (the library as it is); plain_dense (GPT-2's dense layers under autodiff's own gradient);
-flax_dropout (flax.linen.Dropout in GPT-2); plain (every fastops rule off: the formulas other backends
+flax_dropout (flax.linen.Dropout in GPT-2); no_materialize (GroupNorm's per-channel coefficients
+left for XLA to fuse into the maps that read them, as before session 5); plain (every fastops rule off: the formulas other backends
 get, i.e. for the VQGAN its conv biases as y + b and GroupNorm with jnp.sum under autodiff; for the
 prior also without `materialize_grad`). flowers64 config, batch 16,
 random data, perceptual loss off and the discriminator on from step 0 (as bench/train_step.py).
@@ -35,6 +37,7 @@ _DROPOUT = flags.DEFINE_float("dropout", 0.0, "prior.dropout for --stage prior."
 from vqgan_jax import fastops  # noqa: E402
 
 _ON_CPU = fastops._on_cpu
+_MATERIALIZE = fastops._materialize
 
 
 def _patch(name: str) -> None:
@@ -44,13 +47,16 @@ def _patch(name: str) -> None:
 
     from vqgan_jax import fastops, gpt2
     from vqgan_jax.dropout import Dropout
-    if name not in ("ours", "plain_dense", "flax_dropout", "plain"):
+    if name not in ("ours", "plain_dense", "flax_dropout", "no_materialize", "plain"):
         raise SystemExit(f"unknown variant {name!r}")
     gpt2.dense, gpt2.Dropout, fastops._on_cpu = fastops.dense, Dropout, _ON_CPU
+    fastops._materialize = _MATERIALIZE
     if name == "plain_dense":
         gpt2.dense = lambda x, w, b: jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ()))) + b
     elif name == "flax_dropout":
         gpt2.Dropout = nn.Dropout
+    elif name == "no_materialize":
+        fastops._materialize = lambda a: a
     elif name == "plain":
         fastops._on_cpu = lambda: False
 

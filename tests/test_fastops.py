@@ -130,6 +130,14 @@ def test_group_norm_and_its_gradient_equal_the_plain_formula(monkeypatch):
     np.testing.assert_allclose(groups.var(-1), 1, atol=1e-3)
 
 
+def test_materialize_is_the_exact_identity():
+    """GroupNorm's per-channel coefficients pass through a dot with the identity: it must change nothing."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((5, 70)) * 10.0 ** rng.integers(-20, 20, (5, 70))
+    a = jnp.asarray(a.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(fastops._materialize(a)), np.asarray(a))
+
+
 def test_add_bias_gradient_is_the_sum_over_all_leading_axes():
     g = jnp.asarray(np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype(np.float32))
     y, b = jnp.zeros((2, 3, 4, 5)), jnp.arange(5.0)
