@@ -9,8 +9,9 @@
 - `add_bias` (a conv's bias) and `group_norm`: their sums (forward and backward) as `tree_sum`s. The flowers64
   VQGAN's CPU step (G + D, both compiled in one process, timed interleaved: `bench/ab.py`) takes 2.61 s
   with them and 2.87 s without (a rerun: 2.85 s and 2.98 s). `group_norm` also writes its per-channel
-  coefficients out before the (B, N, C) maps that read them (`_materialize`): 2.93 s instead of 3.05 s
-  per step (interleaved, 14 steps each; min 2.73 s against 2.86 s).
+  coefficients out before the (B, N, C) maps that read them (`_materialize`): 2.67 s instead of 2.76 s
+  per step (`bench/ab.py --stage vqgan --variants ours,no_materialize --reps 10`; an earlier scratch
+  A/B of 14 steps each: 2.93 s against 3.05 s).
 - `materialize_grad`: the identity whose CPU gradient cuts XLA:CPU's fusion of a residual stream's
   backward chain.
 
@@ -225,8 +226,9 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps
     scale, bias (C,) float32 -> (B, N, C) float32. Variance E[x^2] - E[x]^2, clamped at 0. On CPU the
     per-channel sums of the forward and backward passes are `tree_sum`s under a written-out gradient,
     and the forward and backward maps read per-channel coefficients that a dot has written out (see
-    `_materialize`; the GroupNorm + swish of a 16 x 64 x 64 x 64 activation, forward + backward: 46 ms
-    instead of 62 ms); elsewhere the same formula under autodiff.
+    `_materialize`; GroupNorm + swish forward + backward on the 2-core CPU: 20.6 ms instead of 22.5 ms
+    at 16 x 64 x 64 x 64, 4.9 ms instead of 7.2 ms at 16 x 32 x 32 x 128); elsewhere the same formula
+    under autodiff.
     """
     if _on_cpu():
         return _group_norm(x, scale, bias, groups, eps)
