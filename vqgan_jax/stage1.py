@@ -32,7 +32,7 @@ class VQGANSetup:
     """
 
     def __init__(self, config, mesh=None):
-        self.config = config
+        self.config = config  # when shared (`VQGANSetup.shared`), its `train` section is the first run's
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.model = vqgan_from_config(config.model, config.quantizer)
         self.disc = discriminator_from_config(config.disc, config.model.dtype)
