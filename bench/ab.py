@@ -8,7 +8,8 @@ process and their steps are timed interleaved, so this machine's drift hits all 
 
 Variants: ours (the library as it is); plain_dense (GPT-2's dense layers under autodiff's own gradient);
 flax_dropout (flax.linen.Dropout in GPT-2); no_materialize (GroupNorm's per-channel coefficients
-left for XLA to fuse into the maps that read them, as before session 5); plain (every fastops rule off: the formulas other backends
+left for XLA to fuse into the maps that read them, as before session 5; meant for --stage vqgan:
+for the prior it also turns `materialize_grad` off, which shares `fastops._materialize`); plain (every fastops rule off: the formulas other backends
 get, i.e. for the VQGAN its conv biases as y + b and GroupNorm with jnp.sum under autodiff; for the
 prior also without `materialize_grad`). flowers64 config, batch 16,
 random data, perceptual loss off and the discriminator on from step 0 (as bench/train_step.py).

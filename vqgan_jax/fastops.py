@@ -158,7 +158,7 @@ def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _materialize(a: jax.Array) -> jax.Array:
-    """a (B, C) unchanged, as the output of a dot with the identity (exact at HIGHEST precision).
+    """a (..., C) unchanged, as the output of a dot with the identity (exact at HIGHEST precision).
 
     XLA:CPU fuses cheap producers into their consumers. A per-(batch, channel) coefficient built from
     per-group statistics (a repeat of (B, G) to (B, C), times a (C,) scale) would be recomputed for
@@ -166,7 +166,7 @@ def _materialize(a: jax.Array) -> jax.Array:
     from vectorising. A dot is never fused, so the map reads a plain (B, C) array.
     """
     eye = jnp.eye(a.shape[-1], dtype=a.dtype)
-    return jnp.einsum("bc,cd->bd", a, eye, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("...c,cd->...d", a, eye, precision=jax.lax.Precision.HIGHEST)
 
 
 def _group_stats(x, groups, eps):
@@ -256,10 +256,7 @@ def _materialize_grad_fwd(x):
 
 
 def _materialize_grad_bwd(_, g):
-    if not _on_cpu():
-        return (g,)
-    eye = jnp.eye(g.shape[-1], dtype=g.dtype)
-    return (jnp.einsum("...c,cd->...d", g, eye, precision=jax.lax.Precision.HIGHEST),)
+    return (_materialize(g) if _on_cpu() else g,)
 
 
 materialize_grad.defvjp(_materialize_grad_fwd, _materialize_grad_bwd)
