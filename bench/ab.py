@@ -3,13 +3,18 @@ process and their steps are timed interleaved, so this machine's drift hits all 
 
     python bench/ab.py --stage prior --variants ours,plain_dense [--dropout 0.1] [--reps 8]
     python bench/ab.py --stage prior --variants ours,flax_dropout --dropout 0.1
+    python bench/ab.py --stage prior --variants ours,flax_layernorm
     python bench/ab.py --stage vqgan --variants ours,plain
     python bench/ab.py --stage vqgan --variants ours,no_materialize
+    python bench/ab.py --stage vqgan --variants ours,plain_stride2
 
 Variants: ours (the library as it is); plain_dense (GPT-2's dense layers under autodiff's own gradient);
-flax_dropout (flax.linen.Dropout in GPT-2); no_materialize (GroupNorm's per-channel coefficients
+flax_dropout (flax.linen.Dropout in GPT-2); flax_layernorm (flax.linen.LayerNorm in GPT-2, whose scale
+and bias gradients XLA:CPU sums with reduce-windows); no_materialize (GroupNorm's per-channel coefficients
 left for XLA to fuse into the maps that read them, as before session 5; meant for --stage vqgan:
-for the prior it also turns `materialize_grad` off, which shares `fastops._materialize`); plain (every fastops rule off: the formulas other backends
+for the prior it also turns `materialize_grad` off, which shares `fastops._materialize`);
+plain_stride2 (stride-2 convs, the VQGAN's downsampling and the discriminator's, under XLA's own
+gradient, as before session 6); plain (every fastops rule off: the formulas other backends
 get, i.e. for the VQGAN its conv biases as y + b and GroupNorm with jnp.sum under autodiff; for the
 prior also without `materialize_grad`). flowers64 config, batch 16,
 random data, perceptual loss off and the discriminator on from step 0 (as bench/train_step.py).
@@ -35,10 +40,11 @@ _VARIANTS = flags.DEFINE_list("variants", ["ours"], "Comma-separated variant nam
 _REPS = flags.DEFINE_integer("reps", 8, "Timed steps per variant (interleaved).")
 _DROPOUT = flags.DEFINE_float("dropout", 0.0, "prior.dropout for --stage prior.")
 
-from vqgan_jax import fastops  # noqa: E402
+from vqgan_jax import fastops, gpt2  # noqa: E402
 
 _ON_CPU = fastops._on_cpu
 _MATERIALIZE = fastops._materialize
+_LAYER_NORM = gpt2.LayerNorm
 
 
 def _patch(name: str) -> None:
@@ -46,18 +52,26 @@ def _patch(name: str) -> None:
     import flax.linen as nn
     import jax
 
-    from vqgan_jax import fastops, gpt2
+    from vqgan_jax import fastops, gpt2, layers
     from vqgan_jax.dropout import Dropout
-    if name not in ("ours", "plain_dense", "flax_dropout", "no_materialize", "plain"):
+    if name not in ("ours", "plain_dense", "flax_dropout", "flax_layernorm", "no_materialize", "plain_stride2",
+                    "plain"):
         raise SystemExit(f"unknown variant {name!r}")
     gpt2.dense, gpt2.Dropout, fastops._on_cpu = fastops.dense, Dropout, _ON_CPU
+    gpt2.LayerNorm = _LAYER_NORM
+    layers.conv2d = fastops.conv2d
     fastops._materialize = _MATERIALIZE
     if name == "plain_dense":
         gpt2.dense = lambda x, w, b: jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ()))) + b
     elif name == "flax_dropout":
         gpt2.Dropout = nn.Dropout
+    elif name == "flax_layernorm":
+        gpt2.LayerNorm = lambda epsilon, dtype, name: nn.LayerNorm(epsilon=epsilon, dtype=dtype,
+                                                                     use_fast_variance=False, name=name)
     elif name == "no_materialize":
         fastops._materialize = lambda a: a
+    elif name == "plain_stride2":
+        layers.conv2d = lambda x, w, stride, padding: fastops._conv(x, w, (stride, stride), padding)
     elif name == "plain":
         fastops._on_cpu = lambda: False
 

@@ -81,7 +81,7 @@ def test_dense_module_has_flax_dense_params_init_and_numbers():
 
 
 def test_gpt2_training_gradient_equals_the_plain_autodiff_gradient(monkeypatch):
-    """The whole model's loss gradient with the CPU rules (dense, tree_sum, materialize_grad) equals the
+    """The whole model's loss gradient with the CPU rules (dense, tree_sum, LayerNorm, materialize_grad) equals the
     one the other backends compute (plain formulas under autodiff)."""
     model = GPT2LMHead(vocab_size=37, n_positions=16, n_embd=32, n_layer=2, n_head=4)
     ids = jax.random.randint(jax.random.PRNGKey(0), (3, 16), 0, 37)
@@ -147,6 +147,34 @@ def test_add_bias_gradient_is_the_sum_over_all_leading_axes():
     np.testing.assert_allclose(db, np.asarray(g).sum((0, 1, 2)), rtol=1e-5, atol=1e-6)
 
 
+def test_scale_shift_gradients_are_the_sums_over_all_leading_axes():
+    rng = np.random.default_rng(12)
+    x, g = (jnp.asarray(rng.standard_normal((2, 3, 5)).astype(np.float32)) for _ in range(2))
+    scale, bias = jnp.linspace(0.5, 2.0, 5), jnp.arange(5.0)
+    np.testing.assert_allclose(fastops.scale_shift(x, scale, bias), np.asarray(x) * np.asarray(scale) + np.arange(5.0),
+                               rtol=1e-6)
+    dx, ds, db = jax.grad(lambda *a: jnp.sum(fastops.scale_shift(*a) * g), argnums=(0, 1, 2))(x, scale, bias)
+    np.testing.assert_allclose(dx, np.asarray(g) * np.asarray(scale), rtol=1e-6)
+    np.testing.assert_allclose(ds, (np.asarray(g) * np.asarray(x)).sum((0, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(db, np.asarray(g).sum((0, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_gpt2_layer_norm_has_flax_layer_norm_params_numbers_and_gradients():
+    from vqgan_jax.gpt2 import LayerNorm
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(rng.standard_normal((2, 7, 48)).astype(np.float32) * 3 + 1)
+    r = jnp.asarray(rng.standard_normal((2, 7, 48)).astype(np.float32))
+    ours, theirs = LayerNorm(1e-5), nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
+    p = ours.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, theirs.init(jax.random.PRNGKey(0), x))
+    p = {"params": {"scale": jnp.linspace(0.5, 1.5, 48), "bias": jnp.linspace(-1, 1, 48)}}
+    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) * r), argnums=(0, 1))(p, x)
+    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) * r), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, "SAME"), (1, 1, "SAME"), (4, 2, ((1, 1), (1, 1))),
                                                    (3, 2, ((0, 1), (0, 1)))])
 def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, stride, padding):
@@ -164,6 +192,29 @@ def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, str
     g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,kernel,padding", [((64, 64), 3, ((0, 1), (0, 1))), ((9, 7), 4, ((1, 1), (1, 1))),
+                                                 ((8, 8), 4, "SAME"), ((7, 10), 3, "VALID"), ((11, 11), 3, "SAME"),
+                                                 ((6, 6), 5, ((2, 0), (1, 3))), ((5, 5), 1, "VALID")])
+def test_stride2_conv_input_gradient_by_phases_equals_xlas(size, kernel, padding):
+    """`conv2d`'s stride-2 rule (input gradient as one conv over the four pixel phases): odd and even
+    sizes, kernels with and without a tap beyond the last full phase, asymmetric padding."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)).astype(np.float32))
+    plain = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+        x, w, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, w: fastops.conv2d(x, w, 2, padding)  # noqa: E731
+    y = plain(x, w)
+    np.testing.assert_array_equal(ours(x, w), y)
+    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    # second order (R1 differentiates a gradient): d/dw of <grad_x, r>
+    r = jnp.asarray(rng.standard_normal(x.shape).astype(np.float32))
+    gg = lambda f: jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * g))(x) * r))(w)  # noqa: E731
+    np.testing.assert_allclose(gg(ours), gg(plain), rtol=1e-4, atol=1e-5 * float(jnp.abs(gg(plain)).max()))
 
 
 def test_r1_penalty_differentiates_through_the_written_out_gradients(monkeypatch):

@@ -14,7 +14,7 @@ import numpy as np
 
 from vqgan_jax.dropout import Dropout
 from vqgan_jax.errors import UserError
-from vqgan_jax.fastops import add_bias, group_norm
+from vqgan_jax.fastops import add_bias, conv2d, group_norm
 
 Dtype = Any
 
@@ -97,8 +97,7 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", torch_conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
-        y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2,
-                                         self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = add_bias(y, bias.astype(self.dtype))
