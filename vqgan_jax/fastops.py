@@ -292,7 +292,6 @@ def _materialize_grad_bwd(_, g):
 materialize_grad.defvjp(_materialize_grad_fwd, _materialize_grad_bwd)
 
 
-
 _CONV_DN = ("NHWC", "HWIO", "NHWC")
 
 
