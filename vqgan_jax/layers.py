@@ -212,8 +212,7 @@ class Upsample(nn.Module):
             cols = []
             for pb in range(2):
                 pad = ((1, 0) if pa == 0 else (0, 1), (1, 0) if pb == 0 else (0, 1))
-                cols.append(jax.lax.conv_general_dilated(x, phases[pa, pb], (1, 1), pad,
-                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
+                cols.append(conv2d(x, phases[pa, pb], 1, pad))
             rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2, C): column phase
         y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c)  # (B, H, 2, W, 2, C) -> (B, 2H, 2W, C)
         return add_bias(y, bias.astype(self.dtype))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from vqgan_jax.errors import UserError
+from vqgan_jax.fastops import conv2d
 
 RECONSTRUCTION_KINDS = ("l1", "l2")
 
@@ -131,11 +132,7 @@ def conv_kernel_grad(h, kernel, cotangent_out):
         raise ValueError(f"conv_kernel_grad shapes do not fit: h {h.shape}, kernel {kernel.shape}, "
                          f"cotangent {cotangent_out.shape}")
 
-    def conv(k):
-        return jax.lax.conv_general_dilated(
-            h, k, window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    _, vjp = jax.vjp(conv, kernel)
+    _, vjp = jax.vjp(lambda k: conv2d(h, k, 1, "SAME"), kernel)
     (grad,) = vjp(cotangent_out)
     return grad
 
