@@ -3,6 +3,8 @@
     python bench/cpu_probes.py bmm             # batched vs unbatched matmul: time and cpu/wall
     python bench/cpu_probes.py decode          # 256 decode tokens of the flowers64 prior's weight matmuls
     python bench/cpu_probes.py conv_wgrad      # a 3x3 conv's weight gradient: XLA's vs written as dots
+    python bench/cpu_probes.py page_faults     # x * 2 on 16-256 MB: time and page faults per call
+    VQGAN_JAX_HUGE_PAGES=0 python bench/cpu_probes.py page_faults   # the same without malloc's huge pages
 
 Each line: median milliseconds over the timed calls and the process's CPU time / wall time while
 they ran (2.0 = both cores of the 2-core sandbox busy, 1.0 = one).
@@ -15,8 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqgan_jax.cli import configure_xla_flags  # noqa: E402  (imports no jax)
+from vqgan_jax.cli import configure_xla_flags, use_huge_pages  # noqa: E402  (imports no jax)
 
+use_huge_pages()
 configure_xla_flags()
 
 import jax  # noqa: E402
@@ -110,8 +113,21 @@ def conv_wgrad():
     _time("weight gradient as im2col + one dot", im2col, x, g, reps=8)
 
 
+def page_faults():
+    """A new output buffer per call, as XLA:CPU allocates every step's buffers: with 4 KiB pages the
+    kernel faults in (and zeroes) every page of it on each call; see `cli.use_huge_pages`."""
+    import resource
+    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+    for mb in (16, 64, 256):
+        x = jnp.ones((mb * 2**18,), jnp.float32)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        _time(f"x * 2, {mb} MB", lambda v: v * 2.0, x)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 21  # the compiling call + 20 timed
+        print(f"{'':52s} {faults:9.0f} page faults per call")
+
+
 if __name__ == "__main__":
-    probes = {"bmm": bmm, "decode": decode, "conv_wgrad": conv_wgrad}
+    probes = {"bmm": bmm, "decode": decode, "conv_wgrad": conv_wgrad, "page_faults": page_faults}
     if len(sys.argv) != 2 or sys.argv[1] not in probes:
         sys.exit(f"usage: python bench/cpu_probes.py {{{'|'.join(probes)}}}")
     probes[sys.argv[1]]()

@@ -17,8 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqgan_jax.cli import configure_xla_flags  # noqa: E402
+from vqgan_jax.cli import configure_xla_flags, use_huge_pages  # noqa: E402
 
+use_huge_pages()
 configure_xla_flags()
 
 from absl import app, flags  # noqa: E402
@@ -88,6 +89,7 @@ def main(_):
         "sample_no_cache_s": round(statistics.median(no_cache), 3) if no_cache else None,
         "sample_no_cache_images_per_sec": round(n / statistics.median(no_cache), 3) if no_cache else None,
         "top_k": _TOP_K.value, "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     print(json.dumps(out))
 

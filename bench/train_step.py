@@ -19,8 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqgan_jax.cli import configure_xla_flags  # noqa: E402
+from vqgan_jax.cli import configure_xla_flags, use_huge_pages  # noqa: E402
 
+use_huge_pages()
 configure_xla_flags()
 
 from absl import app, flags  # noqa: E402
@@ -68,6 +69,7 @@ def main(_):
         "dtype": cfg.model.dtype, **utilisation(flops, med, dev.device_kind, _PEAK.value),
         "disc_on_metric": float(m["disc_on"]), "compiles": setup.compile_count(),
         "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     print(json.dumps(out))
 

@@ -1,0 +1,56 @@
+"""The entry points' process set-up: when `use_huge_pages` restarts a program, and that it does so once."""
+import os
+import subprocess
+import sys
+
+from vqgan_jax import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_huge_pages_env_restarts_only_where_it_helps():
+    env = cli.huge_pages_env({"PATH": "/bin"}, "glibc 2.36", "madvise")
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "_VQGAN_JAX_RESTARTED": "1"}
+    # The user's other tunables are kept, ours appended.
+    env = cli.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc 2.39", "madvise")
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    # No restart: THP off or already on for every mmap, glibc too old or absent, the user's own
+    # hugetlb setting, the opt-out, or a process that is the restart.
+    assert cli.huge_pages_env({}, "glibc 2.36", "never") is None
+    assert cli.huge_pages_env({}, "glibc 2.36", "always") is None
+    assert cli.huge_pages_env({}, "glibc 2.36", None) is None
+    assert cli.huge_pages_env({}, "glibc 2.34", "madvise") is None
+    assert cli.huge_pages_env({}, "glibc 2.35", "madvise") is not None
+    assert cli.huge_pages_env({}, "glibc 3.0", "madvise") is not None
+    assert cli.huge_pages_env({}, None, "madvise") is None
+    assert cli.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "glibc 2.36", "madvise") is None
+    assert cli.huge_pages_env({"VQGAN_JAX_HUGE_PAGES": "0"}, "glibc 2.36", "madvise") is None
+    assert cli.huge_pages_env({"_VQGAN_JAX_RESTARTED": "1"}, "glibc 2.36", "madvise") is None
+
+
+_SCRIPT = """
+import os, sys
+print("start", flush=True)
+from vqgan_jax.cli import use_huge_pages
+use_huge_pages()
+print("after", repr(os.environ.get("GLIBC_TUNABLES", "")), sys.argv[1:])
+"""
+
+
+def _run(extra_env):
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "_VQGAN_JAX_RESTARTED")}
+    env.update(extra_env, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-c", _SCRIPT, "a b", "--x=1"], env=env, capture_output=True,
+                          text=True, timeout=60, check=True).stdout.splitlines()
+
+
+def test_use_huge_pages_restarts_once_with_the_same_arguments():
+    on_linux = sys.platform.startswith("linux")
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if on_linux else None
+    expect_restart = on_linux and cli.huge_pages_env({}, libc, cli._thp_mode()) is not None
+    lines = _run({})
+    if expect_restart:  # this machine: glibc >= 2.35 with THP in madvise mode
+        assert lines == ["start", "start", "after 'glibc.malloc.hugetlb=1' ['a b', '--x=1']"]
+    else:
+        assert lines == ["start", "after '' ['a b', '--x=1']"]
+    assert _run({"VQGAN_JAX_HUGE_PAGES": "0"}) == ["start", "after '' ['a b', '--x=1']"]
