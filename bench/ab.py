@@ -7,6 +7,7 @@ process and their steps are timed interleaved, so this machine's drift hits all 
     python bench/ab.py --stage vqgan --variants ours,plain
     python bench/ab.py --stage vqgan --variants ours,no_materialize
     python bench/ab.py --stage vqgan --variants ours,plain_stride2
+    python bench/ab.py --stage vqgan --variants ours,direct_3x3,plain_upsample,conv_1x1,session7
 
 Variants: ours (the library as it is); plain_dense (GPT-2's dense layers under autodiff's own gradient);
 flax_dropout (flax.linen.Dropout in GPT-2); flax_layernorm (flax.linen.LayerNorm in GPT-2, whose scale
@@ -14,11 +15,15 @@ and bias gradients XLA:CPU sums with reduce-windows); no_materialize (GroupNorm'
 left for XLA to fuse into the maps that read them, as before session 5; meant for --stage vqgan:
 for the prior it also turns `materialize_grad` off, which shares `fastops._materialize`);
 plain_stride2 (stride-2 convs, the VQGAN's downsampling and the discriminator's, under XLA's own
-gradient, as before session 6); plain (every fastops rule off: the formulas other backends
+gradient, as before session 6); plain_upsample (the decoder's upsampling convs under autodiff's gradient,
+as before session 8); conv_1x1 (1x1 convs as convolutions, not dense layers, as before session 8);
+direct_3x3 (no Winograd: every 3x3 conv is XLA's convolution, as before session 8); session7 (all
+three of session 8's changes off); plain (every fastops rule off: the formulas other backends
 get, i.e. for the VQGAN its conv biases as y + b and GroupNorm with jnp.sum under autodiff; for the
 prior also without `materialize_grad`). flowers64 config, batch 16,
 random data, perceptual loss off and the discriminator on from step 0 (as bench/train_step.py).
-Prints one JSON line per variant: median and min seconds per step, and the loss after the warm-up
+Prints one JSON line per variant: median and min seconds per step, the median CPU seconds per step
+(all threads; less moved by other tenants of a shared machine than wall time), and the loss after the warm-up
 steps (equal to float32 rounding across variants).
 """
 import json
@@ -41,11 +46,12 @@ _VARIANTS = flags.DEFINE_list("variants", ["ours"], "Comma-separated variant nam
 _REPS = flags.DEFINE_integer("reps", 8, "Timed steps per variant (interleaved).")
 _DROPOUT = flags.DEFINE_float("dropout", 0.0, "prior.dropout for --stage prior.")
 
-from vqgan_jax import fastops, gpt2  # noqa: E402
+from vqgan_jax import fastops, gpt2, layers  # noqa: E402
 
 _ON_CPU = fastops._on_cpu
 _MATERIALIZE = fastops._materialize
 _LAYER_NORM = gpt2.LayerNorm
+_NO_PADDING = layers._no_padding
 
 
 def _patch(name: str) -> None:
@@ -53,14 +59,15 @@ def _patch(name: str) -> None:
     import flax.linen as nn
     import jax
 
-    from vqgan_jax import fastops, gpt2, layers
+    from vqgan_jax import fastconv, fastops, gpt2, layers
     from vqgan_jax.dropout import Dropout
     if name not in ("ours", "plain_dense", "flax_dropout", "flax_layernorm", "no_materialize", "plain_stride2",
-                    "plain"):
+                    "plain_upsample", "conv_1x1", "direct_3x3", "session7", "plain"):
         raise SystemExit(f"unknown variant {name!r}")
     gpt2.dense, gpt2.Dropout, fastops._on_cpu = fastops.dense, Dropout, _ON_CPU
     gpt2.LayerNorm = _LAYER_NORM
-    layers.conv2d = fastops.conv2d
+    layers.conv2d, layers.upsample_conv, layers._no_padding = fastconv.conv2d, fastconv.upsample_conv, _NO_PADDING
+    fastconv.use_winograd = True
     fastops._materialize = _MATERIALIZE
     if name == "plain_dense":
         gpt2.dense = lambda x, w, b: jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ()))) + b
@@ -72,8 +79,14 @@ def _patch(name: str) -> None:
     elif name == "no_materialize":
         fastops._materialize = lambda a: a
     elif name == "plain_stride2":
-        layers.conv2d = lambda x, w, stride, padding: fastops._conv(x, w, (stride, stride), padding)
-    elif name == "plain":
+        layers.conv2d = lambda x, w, stride, padding: fastconv._conv(x, w, (stride, stride), padding)
+    if name in ("plain_upsample", "session7"):
+        layers.upsample_conv = lambda x, k: fastconv._phase_convs(x, fastconv.fold_upsample_kernel(k).astype(x.dtype))
+    if name in ("conv_1x1", "session7"):
+        layers._no_padding = lambda padding: False
+    if name in ("direct_3x3", "session7"):
+        fastconv.use_winograd = False
+    if name == "plain":
         fastops._on_cpu = lambda: False
 
 
@@ -123,19 +136,21 @@ def main(_):
         step, state, batch, loss_key = _setup(_STAGE.value, _DROPOUT.value)
         for i in range(2):  # compile + one warm-up step
             state, m = step(state, batch, jax.random.fold_in(key, i))
-        runs[name] = {"step": step, "state": state, "batch": batch, "times": [],
+        runs[name] = {"step": step, "state": state, "batch": batch, "times": [], "cpu": [],
                       "loss_after_2": float(jax.device_get(m[loss_key]))}
     _patch("ours")
     for rep in range(_REPS.value):
         for r in runs.values():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             r["state"], m = r["step"](r["state"], r["batch"], jax.random.fold_in(key, 2 + rep))
             jax.block_until_ready(m)
             r["times"].append(time.perf_counter() - t)
+            r["cpu"].append(time.process_time() - c)
     for name, r in runs.items():
         print(json.dumps({"stage": _STAGE.value, "variant": name, "dropout": _DROPOUT.value,
                           "median_step_s": round(statistics.median(r["times"]), 4),
-                          "min_step_s": round(min(r["times"]), 4), "loss_after_2": r["loss_after_2"]}))
+                          "min_step_s": round(min(r["times"]), 4),
+                          "median_cpu_s": round(statistics.median(r["cpu"]), 4), "loss_after_2": r["loss_after_2"]}))
 
 
 if __name__ == "__main__":

@@ -175,48 +175,6 @@ def test_gpt2_layer_norm_has_flax_layer_norm_params_numbers_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, "SAME"), (1, 1, "SAME"), (4, 2, ((1, 1), (1, 1))),
-                                                   (3, 2, ((0, 1), (0, 1)))])
-def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, stride, padding):
-    from vqgan_jax.layers import Conv, torch_conv_init
-    x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 8, 8, 5)).astype(np.float32))
-    ours = Conv(7, kernel, stride, padding)
-    theirs = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=padding, kernel_init=torch_conv_init)
-    p_ours, p_theirs = ours.init(jax.random.PRNGKey(0), x), theirs.init(jax.random.PRNGKey(0), x)
-    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
-    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
-        np.testing.assert_array_equal(a, b)
-    p = {"params": {"kernel": p_ours["params"]["kernel"], "bias": jnp.linspace(-1, 1, 7)}}
-    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
-    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) ** 2), argnums=(0, 1))(p, x)
-    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("size,kernel,padding", [((64, 64), 3, ((0, 1), (0, 1))), ((9, 7), 4, ((1, 1), (1, 1))),
-                                                 ((8, 8), 4, "SAME"), ((7, 10), 3, "VALID"), ((11, 11), 3, "SAME"),
-                                                 ((6, 6), 5, ((2, 0), (1, 3))), ((5, 5), 1, "VALID")])
-def test_stride2_conv_input_gradient_by_phases_equals_xlas(size, kernel, padding):
-    """`conv2d`'s stride-2 rule (input gradient as one conv over the four pixel phases): odd and even
-    sizes, kernels with and without a tap beyond the last full phase, asymmetric padding."""
-    rng = np.random.default_rng(11)
-    x = jnp.asarray(rng.standard_normal((2, *size, 3)).astype(np.float32))
-    w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)).astype(np.float32))
-    plain = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
-        x, w, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    ours = lambda x, w: fastops.conv2d(x, w, 2, padding)  # noqa: E731
-    y = plain(x, w)
-    np.testing.assert_array_equal(ours(x, w), y)
-    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
-    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
-    # second order (R1 differentiates a gradient): d/dw of <grad_x, r>
-    r = jnp.asarray(rng.standard_normal(x.shape).astype(np.float32))
-    gg = lambda f: jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * g))(x) * r))(w)  # noqa: E731
-    np.testing.assert_allclose(gg(ours), gg(plain), rtol=1e-4, atol=1e-5 * float(jnp.abs(gg(plain)).max()))
-
-
 def test_r1_penalty_differentiates_through_the_written_out_gradients(monkeypatch):
     """R1 takes the gradient of a gradient: reverse mode over the custom rules of `add_bias` and
     `group_norm` in the discriminator (norm 'group') must give the plain formulas' numbers."""

@@ -1,4 +1,4 @@
-"""Sums, dense layers, bias adds, GroupNorm and stride-2 convs written for XLA:CPU's fast paths (plain jnp
+"""Sums, dense layers, bias adds and GroupNorm written for XLA:CPU's fast paths (plain jnp
 elsewhere).
 
 - `tree_sum`: XLA:CPU rewrites a large sum into a reduce-window followed by a small reduce (its
@@ -15,9 +15,6 @@ elsewhere).
   A/B of 14 steps each: 2.93 s against 3.05 s).
 - `materialize_grad`: the identity whose CPU gradient cuts XLA:CPU's fusion of a residual stream's
   backward chain.
-- `conv2d`: a stride-2 conv's input gradient as one stride-1 conv over the four pixel phases (XLA:CPU
-  otherwise takes its slow dilated-input path). The flowers64 VQGAN step: 2.71 / 2.57 s with it against
-  2.89 / 2.61 s without (two interleaved runs, `bench/ab.py --stage vqgan --variants ours,plain_stride2`).
 
 Elsewhere these are the plain formulas under autodiff: the backend is checked at trace time
 (`jax.default_backend()`), and GPU/TPU compilers have neither problem.
@@ -290,62 +287,3 @@ def _materialize_grad_bwd(_, g):
 
 
 materialize_grad.defvjp(_materialize_grad_fwd, _materialize_grad_bwd)
-
-
-_CONV_DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv(x, w, strides, pads):
-    return jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_CONV_DN)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_stride2(x, w, pads):
-    return _conv(x, w, (2, 2), pads)
-
-
-def _conv_stride2_fwd(x, w, pads):
-    return _conv(x, w, (2, 2), pads), (x, w)
-
-
-def _conv_stride2_bwd(pads, res, g):
-    x, w = res
-    b, h, wd, c = x.shape
-    kh, kw, _, o = w.shape
-    th, tw = -(-kh // 2), -(-kw // 2)                         # taps per phase along H and W
-    # Row 2m + p of the padded input feeds output rows m - i through tap 2i + p. So its gradient is
-    # sum_i g[m - i] w[2i + p]: per phase (p, q) a stride-1 conv of g. All four phases are one conv
-    # whose output channels are (p, q, C), with the kernel's taps split by phase (zero beyond k).
-    wp = jnp.pad(w, ((0, 2 * th - kh), (0, 2 * tw - kw), (0, 0), (0, 0)))
-    k2 = wp.reshape(th, 2, tw, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(th, tw, 4 * c, o)
-    k2 = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)           # (th, tw, O, 4C): correlation -> conv
-    (lo_h, _), (lo_w, _) = pads
-    mh, mw = -(-(lo_h + h) // 2), -(-(lo_w + wd) // 2)        # phase rows covering padded rows < lo + H
-    ho, wo = g.shape[1:3]
-    gp = jnp.pad(g, ((0, 0), (th - 1, max(0, mh - ho)), (tw - 1, max(0, mw - wo)), (0, 0)))
-    phases = _conv(gp, k2.astype(g.dtype), (1, 1), "VALID")[:, :mh, :mw]      # (B, mh, mw, 4C)
-    dx = phases.reshape(b, mh, mw, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * mh, 2 * mw, c)
-    dw = jax.vjp(lambda k: _conv(x, k, (2, 2), pads), w)[1](g)[0]
-    return dx[:, lo_h:lo_h + h, lo_w:lo_w + wd], dw
-
-
-_conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
-
-
-def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
-    """`lax.conv_general_dilated` for x (B, H, W, C) NHWC and w (k, k, C, O) HWIO -> (B, H', W', O).
-
-    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)), non-negative. On CPU a stride-2 conv's
-    input gradient is written out as one stride-1 conv with 4C output channels (the four pixel phases)
-    and a depth-to-space reshape. XLA:CPU computes it otherwise as a convolution with a dilated input,
-    a slow path: 40 ms instead of 14 ms for the 3x3 downsampling conv at 16 x 64 x 64 x 64 (forward +
-    both gradients 55 -> 29 ms). Same numbers to float32 rounding; the weight gradient is XLA's.
-    """
-    if stride == 2 and _on_cpu():
-        if isinstance(padding, str):
-            padding = jax.lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (2, 2), padding)
-        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-        if min(min(p) for p in pads) < 0:
-            raise ValueError(f"negative padding {pads}")
-        return _conv_stride2(x, w, pads)
-    return _conv(x, w, (stride, stride), padding)

@@ -10,11 +10,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vqgan_jax.dropout import Dropout
 from vqgan_jax.errors import UserError
-from vqgan_jax.fastops import add_bias, conv2d, group_norm
+from vqgan_jax.fastconv import conv2d, upsample_conv
+from vqgan_jax.fastops import add_bias, dense, group_norm
 
 Dtype = Any
 
@@ -97,11 +97,19 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", torch_conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
-        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding)
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-            y = add_bias(y, bias.astype(self.dtype))
-        return y
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32) if self.use_bias else None
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if k == 1 and self.stride == 1 and _no_padding(self.padding) and bias is not None:
+            # A 1x1 conv is a dense layer over the channels; as `fastops.dense` its kernel gradient is one
+            # dot instead of XLA:CPU's kernel-gradient conv, which transposes both operands first.
+            return dense(x, kernel[0, 0], bias.astype(self.dtype))
+        y = conv2d(x, kernel, self.stride, self.padding)
+        return y if bias is None else add_bias(y, bias.astype(self.dtype))
+
+
+def _no_padding(padding) -> bool:
+    """Whether a 1x1 stride-1 conv with this padding keeps the input grid ('SAME', 'VALID' or zeros)."""
+    return isinstance(padding, str) or all(lo == 0 and hi == 0 for lo, hi in padding)
 
 
 def conv(features: int, kernel: int, dtype: Dtype, name: str | None = None, stride: int = 1,
@@ -182,37 +190,20 @@ class ConvParams(nn.Module):
         return kernel, bias
 
 
-# Nearest 2x then a 3x3 conv, seen from the low-resolution grid: output row 2i+a only reads input rows
-# i-1, i (a = 0) or i, i+1 (a = 1), so each of the 4 output phases is a 2x2 conv whose taps are sums of
-# the 3x3 taps. _PHASE_TAPS[a, offset, tap] says which 3x3 taps (0..2) fold onto each of the 2 offsets.
-_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
-                        [[1, 1, 0], [0, 0, 1]]], np.float32)  # numpy: no device array at import
-
-
 class Upsample(nn.Module):
     """Double H and W: nearest-neighbour 2x then a 3x3 conv (param 'conv': kernel (3, 3, C, C), bias).
 
     x: (B, H, W, C) -> (B, 2H, 2W, C) in `dtype`. Computed exactly as that (up to float rounding) but
     without materialising the 2x image: four 2x2 convs on the input grid, one per output phase, then
-    interleaved. That is 16/36 of the multiply-adds, and it keeps XLA:CPU off its slow kernel-gradient
-    path for 128-channel 64x64 convs (5x slower than the forward). A ConvTranspose would be ~5x slower.
+    interleaved (`fastconv.upsample_conv`). That is 16/36 of the multiply-adds, and it keeps XLA:CPU off
+    its slow kernel-gradient path for 128-channel 64x64 convs (5x slower than the forward). A
+    ConvTranspose would be ~5x slower.
     """
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
+        c = x.shape[-1]
         kernel, bias = ConvParams(c, 3, name="conv")(c)
-        # (a, b, 2, 2, C, C): the 2x2 kernel of output phase (a, b), folded in float32.
-        phases = jnp.einsum("aip,bjq,pqco->abijco", _PHASE_TAPS, _PHASE_TAPS, kernel,
-                            precision=jax.lax.Precision.HIGHEST).astype(self.dtype)
-        x = x.astype(self.dtype)
-        rows = []
-        for pa in range(2):
-            cols = []
-            for pb in range(2):
-                pad = ((1, 0) if pa == 0 else (0, 1), (1, 0) if pb == 0 else (0, 1))
-                cols.append(conv2d(x, phases[pa, pb], 1, pad))
-            rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2, C): column phase
-        y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c)  # (B, H, 2, W, 2, C) -> (B, 2H, 2W, C)
+        y = upsample_conv(x.astype(self.dtype), kernel)
         return add_bias(y, bias.astype(self.dtype))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from vqgan_jax.errors import UserError
-from vqgan_jax.fastops import conv2d
+from vqgan_jax.fastconv import conv2d
 
 RECONSTRUCTION_KINDS = ("l1", "l2")
 
