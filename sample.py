@@ -9,10 +9,9 @@
 Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
 default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
 """
-from vqgan_jax.cli import configure_xla_flags, use_huge_pages
+from vqgan_jax.cli import prepare_process
 
-use_huge_pages()  # may restart this process once (see vqgan_jax/cli.py)
-configure_xla_flags()  # before anything imports jax
+prepare_process()  # before anything imports jax; may restart this process once (see vqgan_jax/cli.py)
 
 from absl import app, flags  # noqa: E402
 

@@ -6,10 +6,9 @@
 Run the same command again to continue from the last checkpoint (raise train.num_steps to train
 longer). See README.md for the run-folder layout and every config key.
 """
-from vqgan_jax.cli import configure_xla_flags, use_huge_pages
+from vqgan_jax.cli import prepare_process
 
-use_huge_pages()  # may restart this process once (see vqgan_jax/cli.py)
-configure_xla_flags()  # before anything imports jax
+prepare_process()  # before anything imports jax; may restart this process once (see vqgan_jax/cli.py)
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

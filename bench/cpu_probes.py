@@ -17,10 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqgan_jax.cli import configure_xla_flags, use_huge_pages  # noqa: E402  (imports no jax)
+from vqgan_jax.cli import prepare_process  # noqa: E402  (imports no jax)
 
-use_huge_pages()
-configure_xla_flags()
+prepare_process()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

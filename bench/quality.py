@@ -15,10 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqgan_jax.cli import configure_xla_flags, use_huge_pages  # noqa: E402
+from vqgan_jax.cli import prepare_process  # noqa: E402
 
-use_huge_pages()
-configure_xla_flags()
+prepare_process()
 
 from absl import app, flags  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""The entry points' process set-up: when `use_huge_pages` restarts a program, and that it does so once."""
+"""The entry points' process set-up (`prepare_process`): when `use_huge_pages` restarts a program, that it
+does so once, and that our XLA flags are set after it."""
 import os
 import subprocess
 import sys
@@ -31,8 +32,9 @@ def test_huge_pages_env_restarts_only_where_it_helps():
 _SCRIPT = """
 import os, sys
 print("start", flush=True)
-from vqgan_jax.cli import use_huge_pages
-use_huge_pages()
+from vqgan_jax.cli import CPU_XLA_FLAGS, prepare_process
+prepare_process()
+assert all(f in os.environ["XLA_FLAGS"] for f in CPU_XLA_FLAGS), os.environ["XLA_FLAGS"]
 print("after", repr(os.environ.get("GLIBC_TUNABLES", "")), sys.argv[1:])
 """
 
@@ -44,7 +46,7 @@ def _run(extra_env):
                           text=True, timeout=60, check=True).stdout.splitlines()
 
 
-def test_use_huge_pages_restarts_once_with_the_same_arguments():
+def test_prepare_process_restarts_once_with_the_same_arguments_then_sets_xla_flags():
     on_linux = sys.platform.startswith("linux")
     libc = os.confstr("CS_GNU_LIBC_VERSION") if on_linux else None
     expect_restart = on_linux and cli.huge_pages_env({}, libc, cli._thp_mode()) is not None

@@ -89,6 +89,13 @@ def use_huge_pages() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
+def prepare_process() -> None:
+    """What every entry point runs first, before jax or any thread starts: `use_huge_pages` (may
+    restart the process once), then `configure_xla_flags`. The library itself never calls it."""
+    use_huge_pages()
+    configure_xla_flags()
+
+
 def quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" notice

@@ -70,9 +70,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from vqgan_jax.cli import configure_xla_flags, use_huge_pages
-    use_huge_pages()
-    configure_xla_flags()  # before anything imports jax
+    from vqgan_jax.cli import prepare_process
+    prepare_process()  # before anything imports jax
     from absl import app
 
     from vqgan_jax.cli import parse_flags

@@ -3,8 +3,8 @@
 - `conv2d`: a stride-2 conv's input gradient as one stride-1 conv over the four pixel phases (XLA:CPU
   otherwise takes its slow dilated-input path). The flowers64 VQGAN step: 2.71 / 2.57 s with it against
   2.89 / 2.61 s without (two interleaved runs, `bench/ab.py --stage vqgan --variants ours,plain_stride2`).
-- `conv2d` also runs 3x3 stride-1 convs with >= 128 input channels by Winograd's F(4x4, 3x3)
-  (`vqgan_jax.winograd`), their forward and their input gradient.
+- `conv2d` also runs 3x3 stride-1 convs with >= 128 channels on one side and >= 64 on the other by
+  Winograd's F(4x4, 3x3) (`vqgan_jax.winograd`): forward, input and kernel gradients.
 - `upsample_conv`: nearest 2x then a 3x3 conv as four 2x2 convs on the input grid (16/36 of the
   multiply-adds); on CPU its input gradient is one stride-2 4x4 conv of the output gradient instead of
   four convs of its strided pixel phases (see there).
@@ -68,9 +68,9 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
     and a depth-to-space reshape. XLA:CPU computes it otherwise as a convolution with a dilated input,
     a slow path: 40 ms instead of 14 ms for the 3x3 downsampling conv at 16 x 64 x 64 x 64 (forward +
     both gradients 55 -> 29 ms). Same numbers to float32 rounding; the weight gradient is XLA's.
-    On CPU a 3x3 stride-1 'SAME' conv with at least 128 float32 input channels and H, W multiples of 4
-    runs by Winograd's F(4x4, 3x3) (`winograd.conv3x3`), and so does its input gradient when the output
-    has 128 channels or more: numbers within ~1e-5 of the output's scale; the weight gradient is XLA's.
+    On CPU a float32 3x3 stride-1 'SAME' conv with >= 128 channels on one side and >= 64 on the other
+    and H, W multiples of 4 runs by Winograd's F(4x4, 3x3), forward and both gradients
+    (`winograd.conv3x3`, `winograd.kernel_grad3x3`): numbers within ~1e-5 of their scale.
     """
     if stride == 2 and fastops._on_cpu():
         if isinstance(padding, str):
@@ -79,9 +79,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
         if min(min(p) for p in pads) < 0:
             raise ValueError(f"negative padding {pads}")
         return _conv_stride2(x, w, pads)
-    if stride == 1 and _same_3x3(w.shape, padding) and fastops._on_cpu() and use_winograd and (
-            winograd.applies(x.shape, w.shape, x.dtype)
-            or winograd.applies((*x.shape[:3], w.shape[3]), w.shape, x.dtype)):   # its input gradient
+    if (stride == 1 and _same_3x3(w.shape, padding) and fastops._on_cpu() and use_winograd
+            and winograd.applies(x.shape, w.shape, x.dtype)):
         return _conv3x3(x, w)
     return _conv(x, w, (stride, stride), padding)
 
@@ -96,29 +95,20 @@ def _same_3x3(kernel_shape, padding) -> bool:
         not isinstance(padding, str) and tuple(tuple(int(p) for p in pq) for pq in padding) == ((1, 1), (1, 1))))
 
 
-def _conv3x3_or_winograd(x, w):
-    """A 3x3 'SAME' conv, by Winograd F(4x4, 3x3) where it is faster on XLA:CPU (`winograd.applies`)."""
-    if winograd.applies(x.shape, w.shape, x.dtype):
-        return winograd.conv3x3(x, w)
-    return _conv(x, w, (1, 1), "SAME")
-
-
 @jax.custom_vjp
 def _conv3x3(x, w):
-    return _conv3x3_or_winograd(x, w)
+    return winograd.conv3x3(x, w)
 
 
 def _conv3x3_fwd(x, w):
-    return _conv3x3_or_winograd(x, w), (x, w)
+    return winograd.conv3x3(x, w), (x, w)
 
 
 def _conv3x3_bwd(res, g):
     x, w = res
-    # The input gradient is the 3x3 'SAME' conv of g with the kernel flipped and its channels swapped,
-    # so it takes Winograd's path too when g has enough channels; the kernel gradient is XLA's.
-    dx = _conv3x3_or_winograd(g, jnp.flip(w, (0, 1)).swapaxes(2, 3))
-    dw = jax.vjp(lambda k: _conv(x, k, (1, 1), "SAME"), w)[1](g)[0]
-    return dx, dw
+    # The input gradient is the 3x3 'SAME' conv of g with the kernel flipped and its channels swapped.
+    dx = winograd.conv3x3(g, jnp.flip(w, (0, 1)).swapaxes(2, 3))
+    return dx, winograd.kernel_grad3x3(x, g)
 
 
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)

@@ -8,11 +8,13 @@ Y = A^T M A. The transforms are additions and multiplications by small constants
 one pass over the input and one over the output.
 
 Where it pays: on the 2-core CPU, a 16 x 32 x 32 x 128 -> 128 conv's forward takes 15 ms this way
-against 26 ms for XLA's convolution; with 64 channels the transforms' memory traffic eats the gain,
-so `fastconv.conv2d` uses it from 128 input channels (`MIN_CHANNELS`). It is used for the forward
-conv and for the input gradient (itself a 3x3 'SAME' conv of the output gradient); the kernel gradient
-stays XLA's. Float32 only; the result differs from a direct convolution by float rounding amplified
-by the transforms' constants (relative error ~1e-5 of the output's scale, against ~1e-6 direct).
+against 26 ms for XLA's convolution, its kernel gradient 25 against 32 ms, and 64 -> 128 channels at
+32 x 32 7.6 against 13 ms; with 64 channels in and out the transforms' memory traffic eats the gain
+(the kernel gradient at 16 x 64 x 64 x 64: 46 against 39 ms). So `fastconv.conv2d` uses it where
+one side has >= 128 channels and the other >= 64 (`applies`): for the forward conv, the input gradient
+(itself a 3x3 'SAME' conv of the output gradient) and the kernel gradient (`kernel_grad3x3`).
+Float32 only; the result differs from a direct convolution by float rounding amplified by the
+transforms' constants (relative error ~1e-5 of the output's scale, against ~1e-6 direct).
 """
 import jax
 import jax.numpy as jnp
@@ -40,10 +42,13 @@ MIN_CHANNELS = 128
 
 
 def applies(x_shape, kernel_shape, dtype) -> bool:
-    """Whether `conv3x3` is used for x (B, H, W, C) and kernel (3, 3, C, O): float32, H and W multiples
-    of TILE, at least MIN_CHANNELS input channels."""
+    """Whether `fastconv.conv2d` uses `conv3x3` (and `kernel_grad3x3`) for x (B, H, W, C) and kernel
+    (3, 3, C, O): float32, H and W multiples of TILE, and channels where the transforms pay off, i.e.
+    min(C, O) >= MIN_CHANNELS / 2 and max(C, O) >= MIN_CHANNELS. The rule is symmetric in C and O, so a
+    conv's input gradient (a conv of O channels into C) takes the same path as its forward."""
+    c, o = kernel_shape[2], kernel_shape[3]
     return (tuple(kernel_shape[:2]) == (3, 3) and x_shape[1] % TILE == 0 and x_shape[2] % TILE == 0
-            and x_shape[3] >= MIN_CHANNELS and jnp.dtype(dtype) == jnp.float32)
+            and min(c, o) >= MIN_CHANNELS // 2 and max(c, o) >= MIN_CHANNELS and jnp.dtype(dtype) == jnp.float32)
 
 
 def _combine(coefs, terms):
@@ -58,6 +63,20 @@ def _combine(coefs, terms):
     return out
 
 
+def _tiles(x, a: int, coefs):
+    """x (B, H', W', C) -> the a x a transformed tiles (a * a, B * th * tw, C): tile (i, j) reads pixels
+    (TILE i + k, TILE j + l) for k, l < len(coefs[0]), combined by coefs (a, k) along rows, then columns."""
+    taps = coefs.shape[1]
+    b, hp, wp, c = x.shape
+    th, tw = (hp - taps) // TILE + 1, (wp - taps) // TILE + 1
+    rows = [x[:, k:k + TILE * (th - 1) + 1:TILE] for k in range(taps)]                  # (B, th, W', C) each
+    v = []
+    for rt in (_combine(coefs[i], rows) for i in range(a)):
+        cols = [rt[:, :, k:k + TILE * (tw - 1) + 1:TILE] for k in range(taps)]           # (B, th, tw, C) each
+        v.append(jnp.stack([_combine(coefs[j], cols) for j in range(a)]))
+    return jnp.stack(v).reshape(a * a, b * th * tw, c)
+
+
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """A 3x3 stride-1 'SAME' conv: x float32 (B, H, W, C), kernel float32 (3, 3, C, O) HWIO ->
     float32 (B, H, W, O); H and W multiples of TILE. Differentiable (plain autodiff through the
@@ -66,19 +85,28 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     o = kernel.shape[-1]
     a = _BT.shape[0]                                      # 6: input tile side
     th, tw = h // TILE, w // TILE                          # tiles along H and W
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    # Input transform, rows then columns: tile (i, j) starts at padded pixel (4i, 4j).
-    rows = [xp[:, k:k + TILE * (th - 1) + 1:TILE] for k in range(a)]                 # 6 x (B, th, W+2, C)
-    v = []
-    for rt in (_combine(_BT[i], rows) for i in range(a)):
-        cols = [rt[:, :, k:k + TILE * (tw - 1) + 1:TILE] for k in range(a)]            # 6 x (B, th, tw, C)
-        v.append(jnp.stack([_combine(_BT[j], cols) for j in range(a)]))
-    v = jnp.stack(v).reshape(a * a, b * th * tw, c)                                   # (36, tiles, C)
+    # Input transform B^T d B, rows then columns: tile (i, j) starts at padded pixel (4i, 4j).
+    v = _tiles(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), a, _BT)                   # (36, tiles, C)
     u = jnp.einsum("ip,jq,pqco->ijco", _G, _G, kernel, precision=jax.lax.Precision.HIGHEST)
     m = jnp.einsum("ktc,kco->kto", v, u.reshape(a * a, c, o))                          # (36, tiles, O)
     m = m.reshape(a, a, b, th, tw, o)
-    # Output transform, rows then columns, written straight into the interleaved (B, H, W, O) layout.
+    # Output transform A^T m A, rows then columns, written straight into the interleaved layout.
     z = [_combine(_AT[p], [m[i] for i in range(a)]) for p in range(TILE)]             # 4 x (6, B, th, tw, O)
     y = jnp.stack([jnp.stack([_combine(_AT[q], [zp[j] for j in range(a)]) for q in range(TILE)], axis=3)
                    for zp in z], axis=2)                                               # (B, th, 4, tw, 4, O)
     return y.reshape(b, h, w, o)
+
+
+def kernel_grad3x3(x: jax.Array, g: jax.Array) -> jax.Array:
+    """The kernel gradient of `conv3x3`: x float32 (B, H, W, C), g float32 (B, H, W, O) the output's
+    cotangent -> float32 (3, 3, C, O) = G^T (V^T dM) G, with V the input's tiles and dM = A g A^T the
+    cotangent's tiles. On the 2-core CPU, 16 x 32 x 32 x 128 -> 128: 25 ms against 32 ms for XLA's
+    kernel-gradient convolution (which transposes both operands first); 16 x 64 x 64 x 128 -> 64:
+    64 ms against 91 ms."""
+    a = _BT.shape[0]
+    v = _tiles(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), a, _BT)                   # (36, tiles, C)
+    dm = _tiles(g, a, _AT.T)                                                          # (36, tiles, O)
+    # (36, C, tiles) x (36, tiles, O): the batched dot in XLA:CPU's canonical layout.
+    du = jnp.einsum("kct,kto->kco", jnp.swapaxes(v, 1, 2), dm)
+    du = du.reshape(a, a, *du.shape[1:])
+    return jnp.einsum("ip,jq,ijco->pqco", _G, _G, du, precision=jax.lax.Precision.HIGHEST)
