@@ -60,7 +60,7 @@ def _nearest_then_conv(x, k):
     return jax.lax.conv_general_dilated(up, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("size,c,o", [((4, 4), 3, 3), ((3, 5), 2, 4), ((1, 1), 4, 2)])
+@pytest.mark.parametrize("size,c,o", [((3, 5), 2, 4), ((1, 1), 4, 2)])
 def test_upsample_conv_and_its_gradients_equal_nearest_then_conv(size, c, o):
     """The four-phase forward and the stride-2 4x4 input gradient: odd, rectangular and 1x1 grids, C != O."""
     rng = np.random.default_rng(12)
