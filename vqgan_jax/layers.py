@@ -81,7 +81,8 @@ torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform
 
 class Conv(nn.Module):
     """A square 2-D convolution with flax.linen.Conv's parameters ('kernel' (k, k, C_in, features) in
-    taming's init, 'bias' zeros) and numbers; the bias is added by `fastops.add_bias`.
+    taming's init, 'bias' zeros) and numbers; computed by `fastconv.conv2d`, the bias added by
+    `fastops.add_bias`. A 1x1 stride-1 conv with a bias is `fastops.dense` over the channels.
 
     x: (B, H, W, C_in) -> (B, H', W', features) in `dtype`. padding: 'SAME', 'VALID' or ((top, bottom),
     (left, right)), as lax.conv_general_dilated takes it.
