@@ -78,7 +78,8 @@ def _patch(name: str) -> None:
     elif name == "no_materialize":
         fastops._materialize = lambda a: a
     elif name == "plain_stride2":
-        layers.conv2d = lambda x, w, stride, padding: fastconv._conv(x, w, (stride, stride), padding)
+        layers.conv2d = lambda x, w, stride, padding: (  # stride-1 convs keep their rules (Winograd)
+            fastconv._conv(x, w, (2, 2), padding) if stride == 2 else fastconv.conv2d(x, w, stride, padding))
     if name in ("plain_upsample", "session7"):
         layers.upsample_conv = lambda x, k: fastconv._phase_convs(x, fastconv.fold_upsample_kernel(k).astype(x.dtype))
     if name in ("conv_1x1", "session7"):

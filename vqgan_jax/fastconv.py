@@ -67,7 +67,7 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
     input gradient is written out as one stride-1 conv with 4C output channels (the four pixel phases)
     and a depth-to-space reshape. XLA:CPU computes it otherwise as a convolution with a dilated input,
     a slow path: 40 ms instead of 14 ms for the 3x3 downsampling conv at 16 x 64 x 64 x 64 (forward +
-    both gradients 55 -> 29 ms). Same numbers to float32 rounding; the weight gradient is XLA's.
+    both gradients 55 -> 29 ms). Same numbers to float32 rounding; that conv's kernel gradient is XLA's.
     On CPU a float32 3x3 stride-1 'SAME' conv with >= 128 channels on one side and >= 64 on the other
     and H, W multiples of 4 runs by Winograd's F(4x4, 3x3), forward and both gradients
     (`winograd.conv3x3`, `winograd.kernel_grad3x3`): numbers within ~1e-5 of their scale.
@@ -79,7 +79,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
         if min(min(p) for p in pads) < 0:
             raise ValueError(f"negative padding {pads}")
         return _conv_stride2(x, w, pads)
-    if (stride == 1 and _same_3x3(w.shape, padding) and fastops._on_cpu() and use_winograd
+    # winograd.applies checks the kernel is 3x3 (and the channels, sizes and dtype).
+    if (stride == 1 and _pads_one(padding) and fastops._on_cpu() and use_winograd
             and winograd.applies(x.shape, w.shape, x.dtype)):
         return _conv3x3(x, w)
     return _conv(x, w, (stride, stride), padding)
@@ -89,10 +90,10 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding) -> jax.Array:
 use_winograd = True
 
 
-def _same_3x3(kernel_shape, padding) -> bool:
-    """Whether a stride-1 conv is a 3x3 conv padded by one pixel on every side ('SAME')."""
-    return tuple(kernel_shape[:2]) == (3, 3) and (padding == "SAME" or (
-        not isinstance(padding, str) and tuple(tuple(int(p) for p in pq) for pq in padding) == ((1, 1), (1, 1))))
+def _pads_one(padding) -> bool:
+    """Whether a padding is 'SAME' or one pixel on every side (for a 3x3 stride-1 conv, the same thing)."""
+    return padding == "SAME" or (
+        not isinstance(padding, str) and tuple(tuple(int(p) for p in pq) for pq in padding) == ((1, 1), (1, 1)))
 
 
 @jax.custom_vjp
