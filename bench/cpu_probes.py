@@ -2,6 +2,7 @@
 
     python bench/cpu_probes.py bmm             # batched vs unbatched matmul: time and cpu/wall
     python bench/cpu_probes.py decode          # 256 decode tokens of the flowers64 prior's weight matmuls
+    python bench/cpu_probes.py kv_cache        # one decode token's attention over a full KV cache
     python bench/cpu_probes.py conv_wgrad      # a 3x3 conv's weight gradient: XLA's vs written as dots
     python bench/cpu_probes.py page_faults     # x * 2 on 16-256 MB: time and page faults per call
     VQGAN_JAX_HUGE_PAGES=0 python bench/cpu_probes.py page_faults   # the same without malloc's huge pages
@@ -83,10 +84,58 @@ def decode():
             a, b = layer(a, w), layer(b, w)
         return a * 0.5, b * 0.5
 
+    def reused(n):
+        # The same FLOPs with only n distinct layers' weights (3.1 MB each), so they stay in the caches:
+        # the gap to the 8-layer chain is the cost of streaming 25 MB of weights per token.
+        def body(_, x):
+            for w in layers[:n] * (8 // n):
+                x = layer(x, w)
+            return x * 0.5
+        return body
+
     x = _array(16, 256)
     _time("256 tokens, batch 16", lambda x: jax.lax.fori_loop(0, 256, one, x), x, reps=5)
     _time("256 tokens, two independent chains of 8", lambda x: jax.lax.fori_loop(0, 256, two, (x[:8], x[8:])),
           x, reps=5)
+    for n in (1, 2, 4):
+        _time(f"256 tokens, batch 16, {n} layer(s) of weights reused", lambda x, n=n: jax.lax.fori_loop(
+            0, 256, reused(n), x), x, reps=5)
+
+
+def kv_cache():
+    """One decode token's attention in the 8 layers over a full cache (16 rows x 8 heads x 256 positions x
+    32, 8 MB of keys + values per layer, 64 MB in all, more than this machine's caches), with the cache in
+    float32 / float16 / bfloat16, as dots and as multiply-reduce fusions; and a 64 MB sum for the memory
+    bandwidth it runs against."""
+    s = 256
+    q = _array(16, 8, 1, 32)
+    kv32 = [_array(16, 8, s, 32) for _ in range(16)]
+    mask = jnp.arange(s) <= s - 20
+
+    def dots(q, k, v):
+        w = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32) / np.sqrt(32)
+        w = jax.nn.softmax(jnp.where(mask, w, -1e30), -1)
+        return jnp.einsum("bhts,bhsd->bhtd", w.astype(v.dtype), v, preferred_element_type=jnp.float32)
+
+    def mult_reduce(q, k, v):
+        w = jnp.sum(q * k.astype(jnp.float32), -1)[:, :, None, :] / np.sqrt(32)
+        w = jax.nn.softmax(jnp.where(mask, w, -1e30), -1)
+        return jnp.sum(w[:, :, 0, :, None] * v.astype(jnp.float32), 2)[:, :, None, :]
+
+    def eight(attend):
+        def f(q, *kv):
+            for i in range(8):
+                q = q + attend(q, kv[2 * i], kv[2 * i + 1])
+            return q
+        return f
+
+    for dtype in (jnp.float32, jnp.float16, jnp.bfloat16):
+        kv = [a.astype(dtype) for a in kv32]
+        for name, attend in (("dots", dots), ("multiply-reduce", mult_reduce)):
+            _time(f"8 layers, {jnp.dtype(dtype).name} cache, {name}", eight(attend), q, *kv,
+                  reps=10 if dtype != jnp.float32 and name == "dots" else 50)
+    big = jnp.ones((16 * 2**20,), jnp.float32)
+    _time("sum of 64 MB (memory bandwidth)", jnp.sum, big, reps=50)
 
 
 def conv_wgrad():
@@ -126,7 +175,7 @@ def page_faults():
 
 
 if __name__ == "__main__":
-    probes = {"bmm": bmm, "decode": decode, "conv_wgrad": conv_wgrad, "page_faults": page_faults}
+    probes = {"bmm": bmm, "decode": decode, "kv_cache": kv_cache, "conv_wgrad": conv_wgrad, "page_faults": page_faults}
     if len(sys.argv) != 2 or sys.argv[1] not in probes:
         sys.exit(f"usage: python bench/cpu_probes.py {{{'|'.join(probes)}}}")
     probes[sys.argv[1]]()
