@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vqgan_jax.cli import prepare_process  # noqa: E402  (imports no jax)
 
-prepare_process()
+prepare_process(compilation_cache=False)  # cold compiles (no persistent cache), as RESULTS has them
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

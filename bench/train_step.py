@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vqgan_jax.cli import prepare_process  # noqa: E402
 
-prepare_process()
+prepare_process(compilation_cache=False)  # cold compiles (no persistent cache), as RESULTS has them
 
 from absl import app, flags  # noqa: E402
 

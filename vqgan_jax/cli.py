@@ -89,11 +89,35 @@ def use_huge_pages() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-def prepare_process() -> None:
+# JAX's persistent compilation cache keeps compiled programs between runs, so a resumed run or the next
+# sample.py call skips most of the compile (the flowers64 stage-1 step on a 2-core CPU: 53.7 s to the
+# first step, 15.2 s with the cache; bench/RESULTS.md). JAX keys entries by program, XLA flags, devices and
+# versions, writes them from process 0 only, and caches only programs that took >= 1 s to compile.
+COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def default_compilation_cache_dir(environ) -> str:
+    """$XDG_CACHE_HOME/vqgan_jax/jax, or ~/.cache/vqgan_jax/jax."""
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "vqgan_jax", "jax")
+
+
+def configure_compilation_cache(enable: bool = True) -> None:
+    """Turns JAX's persistent compilation cache on in `default_compilation_cache_dir` (enable=False: off)
+    unless the user set JAX_COMPILATION_CACHE_DIR (another folder, or empty for no cache); call before
+    jax is imported."""
+    if COMPILATION_CACHE_ENV not in os.environ:
+        os.environ[COMPILATION_CACHE_ENV] = default_compilation_cache_dir(os.environ) if enable else ""
+
+
+def prepare_process(*, compilation_cache: bool = True) -> None:
     """What every entry point runs first, before jax or any thread starts: `use_huge_pages` (may
-    restart the process once), then `configure_xla_flags`. The library itself never calls it."""
+    restart the process once), then `configure_xla_flags` and `configure_compilation_cache`. The bench
+    scripts pass compilation_cache=False, so the compile times they report are cold ones. The library
+    itself never calls it."""
     use_huge_pages()
     configure_xla_flags()
+    configure_compilation_cache(compilation_cache)
 
 
 def quiet_logs() -> None:
