@@ -11,7 +11,7 @@ default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prio
 """
 from vqgan_jax.cli import prepare_process
 
-prepare_process()  # before anything imports jax; may restart this process once (see vqgan_jax/cli.py)
+prepare_process()  # before anything imports jax (XLA flags, compilation cache; see vqgan_jax/cli.py)
 
 from absl import app, flags  # noqa: E402
 
@@ -26,7 +26,7 @@ _TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off).")
 _LABEL = flags.DEFINE_integer("label", None, "Class id for a class-conditional prior.")
 _CFG = flags.DEFINE_float("cfg_scale", None, "Classifier-free guidance scale (with --label; 1 = off).")
 _RANDOM_FIRST = flags.DEFINE_bool("random_first_token", False,
-                                  "Set the first code at random and let the prior fill in the rest (seed 000).")
+                                  "Set the first code at random and let the prior fill in the rest (the Flowers102 study's recipe).")
 _RECONSTRUCT = flags.DEFINE_string("reconstruct", None, "An image file or folder to reconstruct.")
 _CODEBOOK = flags.DEFINE_bool("codebook", False, "Draw the learned codebook with a usage histogram.")
 _TRAINING = flags.DEFINE_bool("training_pictures", False, "Write the training pictures (evolution montage and "
@@ -41,17 +41,19 @@ def main(argv):
     cli.quiet_logs()
 
     def go():
-        from vqgan_jax import pictures
         if _RECONSTRUCT.value:
-            print(pictures.write_reconstructions(_WORKDIR.value, _RECONSTRUCT.value, _OUT.value))
+            from vqgan_jax.viz import reconstructions
+            print(reconstructions.write_reconstructions(_WORKDIR.value, _RECONSTRUCT.value, _OUT.value))
         elif _CODEBOOK.value:
-            print(pictures.write_codebook(_WORKDIR.value, _OUT.value))
+            from vqgan_jax.viz import codebook
+            print(codebook.write_codebook(_WORKDIR.value, _OUT.value))
         elif _TRAINING.value:
-            from vqgan_jax import plots
-            for name, path in plots.write_training_pictures(_WORKDIR.value, _OUT.value).items():
+            from vqgan_jax.viz import training
+            for name, path in training.write_training_pictures(_WORKDIR.value, _OUT.value).items():
                 print(f"{name}: {path}")
         else:
-            paths = pictures.write_samples(
+            from vqgan_jax.sampling import draw
+            paths = draw.write_samples(
                 _WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value, batch_size=_BATCH.value,
                 temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value, cfg_scale=_CFG.value,
                 label=_LABEL.value, random_first_token=_RANDOM_FIRST.value)

@@ -1,14 +1,14 @@
-"""Train a VQGAN (stage 1) or its GPT-2 prior (stage 2) into a run folder.
+"""Train a generator (stage 1: the config's model, e.g. the VQGAN) or a prior over it into a run folder.
 
     python train.py --config configs/flowers64.py --workdir runs/f64 [--stage vqgan|prior] \
         [--config.train.num_steps=20000 --config.data.source=folder --config.data.dir=DIR ...]
 
 Run the same command again to continue from the last checkpoint (raise train.num_steps to train
-longer). See README.md for the run-folder layout and every config key.
+longer). See README.md and docs/ for the run-folder layout and every config key.
 """
 from vqgan_jax.cli import prepare_process
 
-prepare_process()  # before anything imports jax; may restart this process once (see vqgan_jax/cli.py)
+prepare_process()  # before anything imports jax (XLA flags, compilation cache; see vqgan_jax/cli.py)
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -17,7 +17,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py[:preset]); override keys with --config.KEY=VALUE.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (DIR/vqgan, DIR/prior, DIR/tokens live here).")
-_STAGE = flags.DEFINE_enum("stage", "vqgan", ["vqgan", "prior"], "Which stage to train.")
+_STAGE = flags.DEFINE_string("stage", None, "Which stage to train: the config's generator (model.name, "
+                             "e.g. vqgan; the default) or a prior over it (prior).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host GPU clusters, TPU pods).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -31,12 +32,9 @@ def main(argv):
 
     def go():
         cli.maybe_initialize_distributed(_DISTRIBUTED.value)
-        if _STAGE.value == "vqgan":
-            from vqgan_jax.stage1 import train_vqgan
-            train_vqgan(_CONFIG.value, _WORKDIR.value)
-        else:
-            from vqgan_jax.stage2 import train_prior
-            train_prior(_CONFIG.value, _WORKDIR.value)
+        from vqgan_jax import trainers
+        config = _CONFIG.value
+        trainers.train(_STAGE.value or config.model.name, config, _WORKDIR.value)
 
     raise SystemExit(cli.run_cli(go))
 

@@ -30,10 +30,11 @@ def main(_):
     import jax
     import numpy as np
 
-    from vqgan_jax import cli, parallel
-    from vqgan_jax.stage1 import VQGANSetup
-    from vqgan_jax.stage2 import PriorSetup, make_gpt2_config
-    from vqgan_jax.steps import PriorTokens
+    from vqgan_jax import cli
+    from vqgan_jax.data.tokens import PriorTokens
+    from vqgan_jax.train import parallel
+    from vqgan_jax.trainers.ar_prior import PriorSetup, make_gpt2_config
+    from vqgan_jax.trainers.vqgan import VQGANSetup
     cli.quiet_logs()
     cfg = _CONFIG.value
     cfg.loss.disc_start = 0  # count the discriminator's work, as bench/train_step.py --disc on times it
@@ -52,7 +53,7 @@ def main(_):
     p = cfg.prior
     grid = s // 2 ** (len(cfg.model.ch_mult) - 1)
     tokens = PriorTokens(num_codes=cfg.quantizer.num_codes, num_classes=0)
-    prior = PriorSetup(p, tokens, make_gpt2_config(p, tokens, 1 + grid * grid))
+    prior = PriorSetup(p, tokens, make_gpt2_config(p, tokens, 1 + grid * grid), ops=cfg.ops)
     pb = {"ids": spec((p.batch_size, grid * grid), np.int32, sh), "label": spec((p.batch_size,), np.int32, sh)}
     prior_flops = step_flops(prior.step, prior.abstract_state(), pb, key)
     print(json.dumps({

@@ -50,16 +50,19 @@ def main(_):
     import jax
     import numpy as np
 
-    from vqgan_jax import cli, generate, parallel
-    from vqgan_jax.stage2 import PriorSetup, make_gpt2_config
-    from vqgan_jax.steps import PriorTokens
+    from vqgan_jax import backends, cli
+    from vqgan_jax.data.tokens import PriorTokens
+    from vqgan_jax.models.gpt2 import GPT2LMHeadModel
+    from vqgan_jax.sampling import prior as prior_sampling
+    from vqgan_jax.train import parallel
+    from vqgan_jax.trainers.ar_prior import PriorSetup, make_gpt2_config
     cli.quiet_logs()
     cfg = _CONFIG.value
     p = cfg.prior
     grid = cfg.data.image_size // 2 ** (len(cfg.model.ch_mult) - 1)
     t_len = grid * grid
     tokens = PriorTokens(num_codes=cfg.quantizer.num_codes, num_classes=0)
-    setup = PriorSetup(p, tokens, make_gpt2_config(p, tokens, 1 + t_len))
+    setup = PriorSetup(p, tokens, make_gpt2_config(p, tokens, 1 + t_len), ops=cfg.ops)
     state = setup.init_state(0)
     rng = np.random.default_rng(0)
     host = {"ids": rng.integers(0, tokens.num_codes, (p.batch_size, t_len)).astype(np.int32),
@@ -71,10 +74,11 @@ def main(_):
     step_s = statistics.median(times)
     dev = jax.devices()[0]
 
-    model = generate.GPT2LMHeadModel(setup.gpt2_config)
+    model = GPT2LMHeadModel(setup.gpt2_config, **backends.gpt2_layers(setup.ops))
     n = p.batch_size
-    sample = lambda use_cache: lambda: generate.sample_grids(  # noqa: E731
-        model, state.params, tokens, (grid, grid), n, key, top_k=_TOP_K.value, use_cache=use_cache)
+    sample = lambda use_cache: lambda: prior_sampling.sample_grids(  # noqa: E731
+        model, state.params, tokens, (grid, grid), n, key, top_k=_TOP_K.value, use_cache=use_cache,
+        chunk_len=backends.decode_chunk_len(setup.ops))
     cached = timed(sample(True), _REPS.value)
     no_cache = timed(sample(False), _NOCACHE.value) if _NOCACHE.value > 0 else []
     out = {
@@ -88,7 +92,7 @@ def main(_):
         "sample_no_cache_s": round(statistics.median(no_cache), 3) if no_cache else None,
         "sample_no_cache_images_per_sec": round(n / statistics.median(no_cache), 3) if no_cache else None,
         "top_k": _TOP_K.value, "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ops": setup.ops,
     }
     print(json.dumps(out))
 

@@ -32,17 +32,21 @@ def main(_):
     import numpy as np
     from PIL import Image
 
-    from vqgan_jax import cli, evaluation, image_metrics, images, tokens
-    from vqgan_jax.folders import scan_folder
+    from vqgan_jax import cli
+    from vqgan_jax.data.folders import scan_folder
+    from vqgan_jax.eval import image_metrics, suite as evaluation
+    from vqgan_jax.train import loading
+    from vqgan_jax.viz import images
     cli.quiet_logs()
-    config, setup, state, step = tokens.restore_vqgan(_WORKDIR.value)
+    vq = loading.load_vqgan(_WORKDIR.value)
+    config, step = vq.config, vq.step
     files = [p for p, _ in scan_folder(_DATA.value, float(config.data.eval_fraction)).eval]
     orig = np.stack([np.asarray(Image.open(f).convert("RGB"), np.uint8) for f in files])
     size = int(config.data.image_size)
     if orig.shape[1:3] != (size, size):
         raise SystemExit(f"held-out images are {orig.shape[1:3]}, the run trained at {size}: use a folder at {size}")
     x = orig.astype(np.float32) / 127.5 - 1.0  # exact: 127.5 * (x + 1) gives the uint8 values back
-    recon, codes = evaluation.reconstruct_all(setup, state, x, batch_size=64)  # clipped to [-1, 1]
+    recon, codes = evaluation.reconstruct_all(vq, x, batch_size=64)  # clipped to [-1, 1]
     k = int(config.quantizer.num_codes)
     book = image_metrics.codebook_stats(np.bincount(codes.ravel(), minlength=k))
     out = {"workdir": _WORKDIR.value, "step": int(step), "n_images": len(files),

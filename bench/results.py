@@ -64,7 +64,7 @@ def machine() -> str:
 def table(ev: dict, data_dir: str, workdir: str) -> str:
     rec, clf, gen = ev["reconstruction"], ev["classifier"], ev["generation"]
     sys.path.insert(0, ROOT)
-    from vqgan_jax import runs
+    from vqgan_jax.train import runs
     ema = float(runs.read_config_dict(workdir, "vqgan")["optim"]["ema_decay"]) > 0
     fid = "not computed (no Inception weights on this machine)" if gen.get("fid") is None else f"{gen['fid']:.2f}"
     rows = [

@@ -39,8 +39,9 @@ def main(_):
     import jax
     import numpy as np
 
-    from vqgan_jax import cli, parallel
-    from vqgan_jax.stage1 import VQGANSetup
+    from vqgan_jax import cli
+    from vqgan_jax.train import parallel
+    from vqgan_jax.trainers.vqgan import VQGANSetup
     cli.quiet_logs()
     cfg = _CONFIG.value
     cfg.loss.disc_start = 0 if _DISC.value == "on" else 10**9
@@ -68,7 +69,7 @@ def main(_):
         "dtype": cfg.model.dtype, **utilisation(flops, med, dev.device_kind, _PEAK.value),
         "disc_on_metric": float(m["disc_on"]), "compiles": setup.compile_count(),
         "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ops": setup.ops,
     }
     print(json.dumps(out))
 

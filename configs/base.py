@@ -10,6 +10,9 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "base"
+    # Which layers compute the models: 'auto' (the XLA:CPU backend's on a mesh of CPUs, flax's own
+    # elsewhere), 'plain' (flax's everywhere) or 'xla_cpu'. Parameters are the same either way.
+    c.ops = "auto"
 
     # ---- data ---------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
@@ -28,6 +31,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # ---- model: the VQGAN autoencoder ---------------------------------------------------------
     c.model = m = ml_collections.ConfigDict()
+    m.name = "vqgan"              # the generator (vqgan_jax.models.MODELS); its stage is DIR/<name>
     m.ch = 64
     m.ch_mult = (1, 2, 2)
     m.num_res_blocks = 1
@@ -101,7 +105,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     p.label_dropout = 0.1         # class token -> null token, so classifier-free guidance works
     p.pkeep = 1.0                 # taming's token corruption: keep an input token with this prob.
     p.flip_tokens = True          # also encode horizontally flipped training images
-    p.init_from = ""              # a Hugging Face GPT-2 directory to fine-tune from (seed 000)
+    p.init_from = ""              # a Hugging Face GPT-2 directory to fine-tune from
     p.dtype = "float32"
     p.lr = 3e-4
     p.b1 = 0.9

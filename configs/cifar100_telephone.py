@@ -1,4 +1,4 @@
-"""Seed 002's VQ-VAE: CIFAR-100 class "telephone" at 32x32, no discriminator, no perceptual loss.
+"""The Keras real-vs-fake study's VQ-VAE: CIFAR-100 class "telephone" at 32x32, no discriminator, no perceptual loss.
 
 A plain VQ-VAE (L1 reconstruction + codebook + commitment): `loss.disc_weight=0` removes the GAN
 entirely (no discriminator work at all). 500 training images: the held-out loss shows overfitting.

@@ -30,9 +30,8 @@ def run_dir(tmp_path_factory):
     """A tiny run folder with stage 1 (4 steps) and a prior (4 steps) on `configs/demo.py:tiny`, trained
     once per session and shared by the stage-2 and evaluation tests (read-only for them)."""
     from configs import demo
-    from vqgan_jax.stage1 import train_vqgan
-    from vqgan_jax.stage2 import train_prior
+    from vqgan_jax import trainers
     work = str(tmp_path_factory.mktemp("run2"))
-    train_vqgan(demo.get_config("tiny"), work)
-    train_prior(demo.get_config("tiny"), work)
+    trainers.train("vqgan", demo.get_config("tiny"), work)
+    trainers.train("prior", demo.get_config("tiny"), work)
     return work

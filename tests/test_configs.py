@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vqgan_jax.autoencoder import vqgan_from_config
-from vqgan_jax.discriminator import discriminator_from_config
-from vqgan_jax.gpt2 import GPT2LMHeadModel
-from vqgan_jax.stage2 import make_gpt2_config
-from vqgan_jax.steps import LossSettings, PriorTokens
+from vqgan_jax import models
+from vqgan_jax.data.tokens import PriorTokens
+from vqgan_jax.models import patchgan
+from vqgan_jax.models.gpt2 import GPT2LMHeadModel
+from vqgan_jax.trainers.ar_prior import make_gpt2_config
+from vqgan_jax.trainers.vqgan_step import LossSettings
 
 CONFIGS = ["demo", "flowers64", "flowers256", "cifar100_telephone"]
 CASES = [(name, preset) for name in CONFIGS for preset in ("", "tiny")]
@@ -26,7 +27,7 @@ def test_config_loads_and_builds(name, preset):
     with pytest.raises(AttributeError):
         c.train.num_stepz = 3  # a typo is an error, never a new key
     size = c.data.image_size
-    model = vqgan_from_config(c.model, c.quantizer)
+    model = models.get(c.model.name).from_config(c)
     x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)},
                                                     x, train=False), x)
@@ -35,7 +36,7 @@ def test_config_loads_and_builds(name, preset):
     assert x_hat.shape == (2, size, size, 3)
     assert aux["indices"].shape == (2, size // f, size // f)
     assert variables["params"]["quantize"]["codebook"].shape == (c.quantizer.num_codes, c.quantizer.code_dim)
-    disc = discriminator_from_config(c.disc)
+    disc = patchgan.from_config(c)
     logits = jax.eval_shape(lambda x: disc.apply(disc.init(jax.random.PRNGKey(0), x), x), x)
     assert logits.shape[0] == 2 and logits.shape[-1] == 1
     LossSettings.from_config(c.loss)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from typing import Callable
 
@@ -26,67 +25,6 @@ def configure_xla_flags() -> None:
     extra = [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in flags_now]
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([flags_now, *extra]).strip()
-
-
-# XLA:CPU allocates the buffers of every step afresh, and glibc's malloc serves each block over its
-# mmap threshold (32 MiB at most) with a new mmap that it unmaps on free, so the kernel faults in and
-# zeroes those pages again every step: 228k page faults (0.9 GB of 4 KiB pages) per flowers64 stage-1
-# step. With this tunable malloc asks for transparent huge pages (madvise) for its mmaps and heaps:
-# 2-5k faults per step, and the step measured 2.74 -> 2.48 s (bench/RESULTS.md). glibc reads
-# GLIBC_TUNABLES only when a process starts, hence `use_huge_pages` re-executes the entry point.
-MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
-HUGE_PAGES_ENV = "VQGAN_JAX_HUGE_PAGES"  # "0": never restart the process for the tunable
-_RESTARTED_ENV = "_VQGAN_JAX_RESTARTED"  # set in the restarted process, so it can never loop
-
-
-def huge_pages_env(environ, libc_version: str | None, thp_mode: str | None) -> dict | None:
-    """The environment to restart the process with for MALLOC_TUNABLE, or None to go on as it is.
-
-    environ: the current environment. libc_version: `os.confstr('CS_GNU_LIBC_VERSION')`, e.g.
-    'glibc 2.36' (None off glibc). thp_mode: the bracketed word of
-    /sys/kernel/mm/transparent_hugepage/enabled ('always', 'madvise', 'never'; None if absent).
-    Restarts only where it changes something: glibc >= 2.35 (which added the tunable) and THP in
-    'madvise' mode ('always' gives every large mmap huge pages already; 'never' none at all), and never
-    when the user set a malloc hugetlb tunable or HUGE_PAGES_ENV=0, or in a restarted process.
-    """
-    if environ.get(HUGE_PAGES_ENV, "1") == "0" or environ.get(_RESTARTED_ENV):
-        return None
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables or thp_mode != "madvise":
-        return None
-    m = re.fullmatch(r"glibc (\d+)\.(\d+).*", libc_version or "")
-    if not m or (int(m.group(1)), int(m.group(2))) < (2, 35):
-        return None
-    env = dict(environ)
-    env["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, MALLOC_TUNABLE) if t)
-    env[_RESTARTED_ENV] = "1"
-    return env
-
-
-def _thp_mode() -> str | None:
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            m = re.search(r"\[(\w+)\]", f.read())
-    except OSError:
-        return None
-    return m.group(1) if m else None
-
-
-def use_huge_pages() -> None:
-    """Re-executes this program, same interpreter and arguments, with MALLOC_TUNABLE added to
-    GLIBC_TUNABLES when `huge_pages_env` says it helps; otherwise returns. Entry points call it
-    first thing, before jax or any thread starts (the library never does)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION")
-    except (ValueError, OSError):
-        libc = None
-    env = huge_pages_env(os.environ, libc, _thp_mode())
-    if env is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 # JAX's persistent compilation cache keeps compiled programs between runs, so a resumed run or the next
@@ -111,11 +49,9 @@ def configure_compilation_cache(enable: bool = True) -> None:
 
 
 def prepare_process(*, compilation_cache: bool = True) -> None:
-    """What every entry point runs first, before jax or any thread starts: `use_huge_pages` (may
-    restart the process once), then `configure_xla_flags` and `configure_compilation_cache`. The bench
-    scripts pass compilation_cache=False, so the compile times they report are cold ones. The library
-    itself never calls it."""
-    use_huge_pages()
+    """What every entry point runs first, before jax is imported: `configure_xla_flags` and
+    `configure_compilation_cache`. The bench scripts pass compilation_cache=False, so the compile times
+    they report are cold ones. The library itself never calls it, and it never restarts the process."""
     configure_xla_flags()
     configure_compilation_cache(compilation_cache)
 

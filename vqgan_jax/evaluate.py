@@ -7,8 +7,8 @@
 A run folder gives held-out reconstruction metrics (PSNR, SSIM, L1, LPIPS, codebook usage, perplexity,
 dead codes), and when it has a prior, samples drawn with the prior's settings scored by FID / KID /
 Inception Score (when the Inception weights are there: `python -m vqgan_jax.inception download`) and by
-seed 002's real-vs-fake classifier. Pictures go beside the JSON (default DIR/eval/). The work is done by
-`vqgan_jax.evaluation`; this module is only its command line.
+the Keras real-vs-fake CNN study's classifier. Pictures go beside the JSON (default DIR/eval/). The work is done by
+`vqgan_jax.eval.suite`; this module is only its command line.
 """
 import os
 
@@ -45,8 +45,8 @@ def main(argv):
     f = flags.FLAGS
 
     def go():
-        from vqgan_jax import evaluation
         from vqgan_jax.errors import UserError
+        from vqgan_jax.eval import suite as evaluation
         if f.real or f.fake:
             if not (f.real and f.fake):
                 raise UserError("--real and --fake go together (two image folders)")
@@ -71,7 +71,7 @@ def main(argv):
 
 if __name__ == "__main__":
     from vqgan_jax.cli import prepare_process
-    prepare_process()  # before anything imports jax
+    prepare_process()  # before anything imports jax (XLA flags, compilation cache)
     from absl import app
 
     from vqgan_jax.cli import parse_flags

@@ -1,0 +1,150 @@
+"""The XLA:CPU backend's convolutions equal the plain ones: its Conv module (flax's params, init, numbers
+and gradients, every rule on), the stride-2 conv's written-out input gradient, Winograd's 3x3 conv and its
+gradients, and the upsampling conv (values, gradients, second order)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqgan_jax.backends.xla_cpu import conv as fastconv, winograd
+from vqgan_jax.backends.xla_cpu.conv import Conv, Upsample
+from vqgan_jax.nn import layers
+from vqgan_jax.nn.layers import torch_conv_init
+
+
+@pytest.mark.parametrize("kernel,stride,padding,use_bias", [
+    (3, 1, "SAME", True), (1, 1, "SAME", True), (1, 1, "VALID", False), (1, 1, ((0, 0), (0, 0)), True),
+    (1, 2, "SAME", True), (4, 2, ((1, 1), (1, 1)), True), (3, 2, ((0, 1), (0, 1)), True)])
+def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, stride, padding, use_bias):
+    """Including the 1x1 convs that run as dense layers (stride 1, no padding, with a bias)."""
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 8, 8, 5)).astype(np.float32))
+    ours = Conv(7, (kernel, kernel), (stride, stride), padding, use_bias)
+    theirs = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=padding, use_bias=use_bias,
+                     kernel_init=torch_conv_init)
+    p_ours, p_theirs = ours.init(jax.random.PRNGKey(0), x), theirs.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
+        np.testing.assert_array_equal(a, b)
+    p = {"params": {"kernel": p_ours["params"]["kernel"], **({"bias": jnp.linspace(-1, 1, 7)} if use_bias else {})}}
+    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,kernel,padding", [((64, 64), 3, ((0, 1), (0, 1))), ((9, 7), 4, ((1, 1), (1, 1))),
+                                                 ((8, 8), 4, "SAME"), ((7, 10), 3, "VALID"), ((11, 11), 3, "SAME"),
+                                                 ((6, 6), 5, ((2, 0), (1, 3))), ((5, 5), 1, "VALID")])
+def test_stride2_conv_input_gradient_by_phases_equals_xlas(size, kernel, padding):
+    """`conv2d`'s stride-2 rule (input gradient as one conv over the four pixel phases): odd and even
+    sizes, kernels with and without a tap beyond the last full phase, asymmetric padding."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)).astype(np.float32))
+    plain = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+        x, w, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, w: fastconv.conv2d(x, w, 2, padding)  # noqa: E731
+    y = plain(x, w)
+    np.testing.assert_array_equal(ours(x, w), y)
+    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    # second order (R1 differentiates a gradient): d/dw of <grad_x, r>
+    r = jnp.asarray(rng.standard_normal(x.shape).astype(np.float32))
+    gg = lambda f: jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * g))(x) * r))(w)  # noqa: E731
+    np.testing.assert_allclose(gg(ours), gg(plain), rtol=1e-4, atol=1e-5 * float(jnp.abs(gg(plain)).max()))
+
+
+def _nearest_then_conv(x, k):
+    """The plain formula: nearest-neighbour 2x, then a 3x3 SAME conv."""
+    up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return jax.lax.conv_general_dilated(up, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("size,c,o", [((3, 5), 2, 4), ((1, 1), 4, 2)])
+def test_upsample_conv_and_its_gradients_equal_nearest_then_conv(size, c, o):
+    """The four-phase forward and the stride-2 4x4 input gradient: odd, rectangular and 1x1 grids, C != O."""
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.standard_normal((2, *size, c)).astype(np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, c, o)).astype(np.float32))
+    y = _nearest_then_conv(x, k)
+    np.testing.assert_allclose(fastconv.upsample_conv(x, k), y, rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    ours = jax.vjp(fastconv.upsample_conv, x, k)[1](g)
+    plain = jax.vjp(_nearest_then_conv, x, k)[1](g)
+    for a, b in zip(ours, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    # second order: d/dk of <grad_x, r>
+    r = jnp.asarray(rng.standard_normal(x.shape).astype(np.float32))
+    gg = lambda f: jax.grad(lambda k: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, k) * g))(x) * r))(k)  # noqa: E731
+    np.testing.assert_allclose(gg(fastconv.upsample_conv), gg(_nearest_then_conv), rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(gg(_nearest_then_conv)).max()))
+
+
+def test_winograd_conv3x3_equals_a_direct_conv():
+    """F(4x4, 3x3) on its own, any channel counts: within ~1e-5 of the output's scale."""
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(rng.standard_normal((2, 8, 12, 5)).astype(np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, 5, 7)).astype(np.float32))
+    y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(winograd.conv3x3(x, k), y, rtol=0, atol=3e-5 * float(jnp.abs(y).max()))
+
+
+def test_winograd_applies_to_wide_float32_3x3_convs_on_multiples_of_4():
+    assert winograd.applies((2, 8, 8, 128), (3, 3, 128, 64), jnp.float32)
+    assert winograd.applies((2, 8, 8, 64), (3, 3, 64, 128), jnp.float32)
+    assert not winograd.applies((2, 8, 8, 64), (3, 3, 64, 64), jnp.float32)        # too few channels
+    assert not winograd.applies((2, 8, 8, 128), (3, 3, 128, 32), jnp.float32)
+    assert not winograd.applies((2, 8, 6, 128), (3, 3, 128, 128), jnp.float32)     # W not a multiple of 4
+    assert not winograd.applies((2, 8, 8, 128), (3, 3, 128, 128), jnp.bfloat16)
+    assert not winograd.applies((2, 8, 8, 128), (5, 5, 128, 128), jnp.float32)
+
+
+@pytest.mark.parametrize("c,o,padding", [(128, 64, "SAME"), (64, 128, ((1, 1), (1, 1)))])
+def test_conv2d_by_winograd_and_its_gradients_equal_xlas(c, o, padding):
+    """`conv2d`'s 3x3 rule: Winograd forward, input and kernel gradients. The path is taken (the numbers
+    differ from XLA's by more than rounding) and `winograd_3x3=False` gives XLA's numbers."""
+    rng = np.random.default_rng(14)
+    x = jnp.asarray(rng.standard_normal((2, 4, 8, c)).astype(np.float32))
+    k = jnp.asarray((rng.standard_normal((3, 3, c, o)) / np.sqrt(9 * c)).astype(np.float32))
+    plain = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, k: fastconv.conv2d(x, k, 1, padding)  # noqa: E731
+    y = plain(x, k)
+    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    got, got_vjp = jax.vjp(ours, x, k)
+    np.testing.assert_allclose(got, y, rtol=0, atol=3e-5 * float(jnp.abs(y).max()))
+    assert float(jnp.abs(got - y).max()) > 0
+    for a, b in zip(got_vjp(g), jax.vjp(plain, x, k)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=3e-5 * float(jnp.abs(b).max()))
+        assert float(jnp.abs(a - b).max()) > 0
+    np.testing.assert_array_equal(fastconv.conv2d(x, k, 1, padding, winograd_3x3=False), y)
+
+
+def test_winograd_kernel_gradient_equals_xlas():
+    rng = np.random.default_rng(15)
+    x = jnp.asarray(rng.standard_normal((2, 8, 4, 5)).astype(np.float32))
+    g = jnp.asarray(rng.standard_normal((2, 8, 4, 3)).astype(np.float32))
+    conv = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    want = jax.vjp(conv, jnp.zeros((3, 3, 5, 3)))[1](g)[0]
+    np.testing.assert_allclose(winograd.kernel_grad3x3(x, g), want, rtol=0, atol=3e-5 * float(jnp.abs(want).max()))
+
+
+def test_upsample_module_has_the_plain_layers_params_and_numbers():
+    """The backend's Upsample (four phase convs) against nn.layers.Upsample (nearest 2x + nn.Conv): same
+    parameter tree from the same key, same outputs and gradients."""
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 4, 6, 8)).astype(np.float32))
+    plain, ours = layers.Upsample(), Upsample()
+    p_plain, p_ours = plain.init(jax.random.PRNGKey(1), x), ours.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.structure(p_plain) == jax.tree.structure(p_ours)
+    for a, b in zip(jax.tree.leaves(p_plain), jax.tree.leaves(p_ours)):
+        np.testing.assert_array_equal(a, b)
+    p = jax.tree.map(lambda a: a + 0.1, p_plain)
+    np.testing.assert_allclose(ours.apply(p, x), plain.apply(p, x), rtol=1e-5, atol=1e-5)
+    loss = lambda m: lambda p, x: jnp.sum(m.apply(p, x) ** 2)  # noqa: E731
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(p, x)),
+                    jax.tree.leaves(jax.grad(loss(plain), argnums=(0, 1))(p, x))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

@@ -1,0 +1,215 @@
+"""The XLA:CPU backend's sums, dense layer, bias add, GroupNorm and LayerNorm with written-out gradients
+equal the plain formulas and flax's layers (values and gradients), in isolation and inside whole models'
+training gradients (GPT-2, and R1's gradient of a gradient through the discriminator)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqgan_jax import backends
+from vqgan_jax.backends.xla_cpu import dense as dense_lib, norm, sums
+from vqgan_jax.backends.xla_cpu.dense import Dense
+from vqgan_jax.backends.xla_cpu.norm import GroupNorm, LayerNorm
+from vqgan_jax.models.gpt2 import GPT2LMHead
+
+
+def test_tree_sum_of_a_hand_made_array():
+    x = jnp.arange(2 * 3 * 5, dtype=jnp.float32).reshape(2, 3, 5)
+    np.testing.assert_array_equal(sums.tree_sum(x, 0), np.arange(15).reshape(3, 5) * 2 + 15)
+    np.testing.assert_array_equal(sums.tree_sum(x, (0, 1, 2)), sum(range(30)))
+    # rows of 5 (odd: the last element is set aside and added at the end)
+    np.testing.assert_array_equal(sums.tree_sum(x, -1), np.arange(30).reshape(2, 3, 5).sum(-1))
+
+
+@pytest.mark.parametrize("shape,axis", [
+    ((6, 10, 7), 0), ((6, 10, 7), (0, 1)), ((6, 10, 7), (1, 2)), ((6, 10, 7), (0, 2)), ((6, 10, 7), -1),
+    ((3, 5, 4, 9), (0, 1, 2)), ((33, 17), 0), ((1, 4), 0), ((257, 3), 0)])
+def test_tree_sum_equals_jnp_sum_and_its_gradient_is_the_broadcast(shape, axis):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
+    got = jax.jit(lambda x: sums.tree_sum(x, axis))(x)
+    want = jnp.sum(x, axis)
+    assert got.shape == want.shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    w = jnp.asarray(rng.standard_normal(want.shape).astype(np.float32))
+    g = jax.grad(lambda x: jnp.sum(sums.tree_sum(x, axis) * w))(x)
+    np.testing.assert_allclose(g, jax.grad(lambda x: jnp.sum(jnp.sum(x, axis) * w))(x), rtol=0, atol=0)
+
+
+def test_tree_sum_of_bfloat16_accumulates_in_float32():
+    # 4096 values near 1: the float32 sum rounds to the nearest bfloat16 (spacing 32 at 4096). Halving
+    # adds in bfloat16 itself would be off by 24.6 here, more than the half spacing.
+    x = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, 4096).astype(np.float32)).astype(jnp.bfloat16)
+    got = sums.tree_sum(x, 0)
+    assert got.dtype == jnp.bfloat16
+    exact = np.asarray(x, np.float64).sum()
+    assert float(got) == float(jnp.asarray(exact, jnp.float32).astype(jnp.bfloat16))
+    assert abs(float(got) - exact) <= 16
+
+
+def _dense_inputs(rng, shape=(3, 7, 5), out=6):
+    x = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((shape[-1], out)).astype(np.float32))
+    b = jnp.asarray(rng.standard_normal((out,)).astype(np.float32))
+    return x, w, b
+
+
+def test_dense_equals_the_plain_formula_and_its_gradients():
+    rng = np.random.default_rng(1)
+    x, w, b = _dense_inputs(rng)
+    r = jnp.asarray(rng.standard_normal((3, 7, 6)).astype(np.float32))
+    plain = lambda x, w, b: jnp.einsum("btc,cd->btd", x, w, precision="highest") + b  # noqa: E731
+    np.testing.assert_allclose(dense_lib.dense(x, w, b), plain(x, w, b), rtol=1e-5, atol=1e-5)
+    got = jax.grad(lambda *a: jnp.sum(dense_lib.dense(*a) * r), argnums=(0, 1, 2))(x, w, b)
+    want = jax.grad(lambda *a: jnp.sum(plain(*a) * r), argnums=(0, 1, 2))(x, w, b)
+    for g, h in zip(got, want):
+        assert g.shape == h.shape
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
+    # hand check of the bias gradient: the sum of r over all rows
+    np.testing.assert_allclose(got[2], np.asarray(r).sum((0, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_module_has_flax_dense_params_init_and_numbers():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((2, 5, 8)).astype(np.float32))
+    init = nn.initializers.normal(0.02)
+    ours, theirs = Dense(12, kernel_init=init), nn.Dense(12, kernel_init=init)
+    p_ours = ours.init(jax.random.PRNGKey(3), x)
+    p_theirs = theirs.init(jax.random.PRNGKey(3), x)
+    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
+        np.testing.assert_array_equal(a, b)
+    p = {"params": {"kernel": p_ours["params"]["kernel"], "bias": jnp.linspace(-1, 1, 12)}}
+    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-6, atol=1e-6)
+
+
+def test_gpt2_training_gradient_equals_the_plain_models():
+    """The whole model's loss gradient with every XLA:CPU rule (dense, LayerNorm, residual barrier, blocked
+    attention) equals plain flax's, from the same parameter tree."""
+    kw = dict(vocab_size=37, n_positions=16, n_embd=32, n_layer=2, n_head=4)
+    plain_model = GPT2LMHead(**kw)
+    cpu_model = GPT2LMHead(**kw, **backends.gpt2_layers("xla_cpu"))
+    ids = jax.random.randint(jax.random.PRNGKey(0), (3, 16), 0, 37)
+    params = plain_model.init(jax.random.PRNGKey(1), ids)["params"]
+    cpu_params = cpu_model.init(jax.random.PRNGKey(1), ids)["params"]
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(cpu_params)):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(params) == jax.tree.structure(cpu_params)
+
+    def loss(model):
+        def f(p):
+            logits = model.apply({"params": p}, ids[:, :-1])
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, 1:, None], -1))
+        return jax.jit(jax.value_and_grad(f))(params)
+
+    fast, plain = loss(cpu_model), loss(plain_model)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _plain_group_norm(x, scale, bias, groups, eps):
+    """The formula under autodiff: (x - mean) / sqrt(var + eps) per group, then the affine map."""
+    b, n, c = x.shape
+    g = x.reshape(b, n, groups, c // groups)
+    mean, var = g.mean((1, 3), keepdims=True), g.var((1, 3), keepdims=True)
+    return ((g - mean) * jax.lax.rsqrt(var + eps)).reshape(b, n, c) * scale + bias
+
+
+def test_group_norm_and_its_gradient_equal_the_plain_formula():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((3, 50, 12)).astype(np.float32) * 2 + 1)
+    scale = jnp.asarray(rng.standard_normal(12).astype(np.float32))
+    bias = jnp.asarray(rng.standard_normal(12).astype(np.float32))
+    r = jnp.asarray(rng.standard_normal((3, 50, 12)).astype(np.float32))
+
+    def value_and_grads(fn):
+        f = lambda *a: jnp.sum(fn(*a, 4, 1e-6) * r)  # noqa: E731
+        return fn(x, scale, bias, 4, 1e-6), jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
+
+    fast, plain = value_and_grads(norm.group_norm), value_and_grads(_plain_group_norm)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # hand check: each group of (50 positions x 3 channels) is normalised to mean 0, variance 1
+    y = (np.asarray(fast[0]) - np.asarray(bias)) / np.asarray(scale)
+    groups = y.reshape(3, 50, 4, 3).transpose(0, 2, 1, 3).reshape(3, 4, 150)
+    np.testing.assert_allclose(groups.mean(-1), 0, atol=1e-4)
+    np.testing.assert_allclose(groups.var(-1), 1, atol=1e-3)
+
+
+def test_materialize_is_the_exact_identity():
+    """GroupNorm's per-channel coefficients pass through a dot with the identity: it must change nothing."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((5, 70)) * 10.0 ** rng.integers(-20, 20, (5, 70))
+    a = jnp.asarray(a.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(sums.materialize(a)), np.asarray(a))
+
+
+def test_add_bias_gradient_is_the_sum_over_all_leading_axes():
+    g = jnp.asarray(np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype(np.float32))
+    y, b = jnp.zeros((2, 3, 4, 5)), jnp.arange(5.0)
+    np.testing.assert_array_equal(sums.add_bias(y, b), jnp.broadcast_to(b, y.shape))
+    dy, db = jax.grad(lambda y, b: jnp.sum(sums.add_bias(y, b) * g), argnums=(0, 1))(y, b)
+    np.testing.assert_array_equal(dy, g)
+    np.testing.assert_allclose(db, np.asarray(g).sum((0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_scale_shift_gradients_are_the_sums_over_all_leading_axes():
+    rng = np.random.default_rng(12)
+    x, g = (jnp.asarray(rng.standard_normal((2, 3, 5)).astype(np.float32)) for _ in range(2))
+    scale, bias = jnp.linspace(0.5, 2.0, 5), jnp.arange(5.0)
+    np.testing.assert_allclose(sums.scale_shift(x, scale, bias), np.asarray(x) * np.asarray(scale) + np.arange(5.0),
+                               rtol=1e-6)
+    dx, ds, db = jax.grad(lambda *a: jnp.sum(sums.scale_shift(*a) * g), argnums=(0, 1, 2))(x, scale, bias)
+    np.testing.assert_allclose(dx, np.asarray(g) * np.asarray(scale), rtol=1e-6)
+    np.testing.assert_allclose(ds, (np.asarray(g) * np.asarray(x)).sum((0, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(db, np.asarray(g).sum((0, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_group_norm_module_has_flax_params_and_numbers():
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 16)) * 3 + 1
+    p = {"params": {"scale": jnp.linspace(0.5, 2, 16), "bias": jnp.linspace(-1, 1, 16)}}
+    theirs = nn.GroupNorm(num_groups=4, epsilon=1e-6)
+    assert jax.tree.map(jnp.shape, GroupNorm(4).init(jax.random.key(1), x)) == \
+        jax.tree.map(jnp.shape, theirs.init(jax.random.key(1), x))
+    np.testing.assert_allclose(GroupNorm(4).apply(p, x), theirs.apply(p, x), atol=1e-5)
+    assert GroupNorm(4, dtype=jnp.bfloat16).apply(p, x).dtype == jnp.bfloat16
+
+
+def test_gpt2_layer_norm_has_flax_layer_norm_params_numbers_and_gradients():
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(rng.standard_normal((2, 7, 48)).astype(np.float32) * 3 + 1)
+    r = jnp.asarray(rng.standard_normal((2, 7, 48)).astype(np.float32))
+    ours, theirs = LayerNorm(1e-5), nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
+    p = ours.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, theirs.init(jax.random.PRNGKey(0), x))
+    p = {"params": {"scale": jnp.linspace(0.5, 1.5, 48), "bias": jnp.linspace(-1, 1, 48)}}
+    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) * r), argnums=(0, 1))(p, x)
+    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) * r), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_r1_penalty_differentiates_through_the_written_out_gradients():
+    """R1 takes the gradient of a gradient: reverse mode over the backend's custom rules (stride-2 conv,
+    bias sums, GroupNorm) in the discriminator (norm 'group') must give plain flax's numbers."""
+    from vqgan_jax.losses import gan as losses
+    from vqgan_jax.models.patchgan import PatchDiscriminator
+    layers = backends.vqgan_layers("xla_cpu")
+    plain_d = PatchDiscriminator(ndf=8, n_layers=2)
+    cpu_d = PatchDiscriminator(ndf=8, n_layers=2, conv=layers["conv"], norm_layer=layers["norm"])
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    params = plain_d.init(jax.random.PRNGKey(1), x)["params"]
+
+    def r1_and_grad(d):
+        return jax.jit(jax.value_and_grad(lambda p: losses.r1_penalty(lambda xr: d.apply({"params": p}, xr), x)))(
+            params)
+
+    fast, plain = r1_and_grad(cpu_d), r1_and_grad(plain_d)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+    assert float(fast[0]) > 0
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()) + 1e-8)

@@ -1,0 +1,64 @@
+"""The XLA:CPU backend: layers with flax's signatures and parameter names, written for XLA:CPU's fast paths.
+
+A trainer picks this backend for a mesh of CPU devices (`vqgan_jax.backends.resolve`) and passes its
+layer constructors to the models; the models themselves stay plain Flax. Each rule here can be switched
+off by name (`vqgan_layers(disable=...)`, `gpt2_layers(disable=...)`), which `bench/ab.py` uses to measure
+what it gains; docs/cpu-backend.md records the measurements and why each rule stays.
+"""
+import functools
+
+# Rules of the VQGAN's layers (autoencoder and discriminator).
+VQGAN_RULES = ("winograd_3x3", "stride2", "dense_1x1", "bias_sum", "upsample", "group_norm")
+# Rules of GPT-2's layers.
+GPT2_RULES = ("dense", "layer_norm", "residual_barrier", "dropout16", "blocked_attention")
+# Positions per decoding chunk (see `vqgan_jax.sampling.autoregressive.sample`): the cache is cut to the
+# positions written by each chunk's end, so attention reads about half of it on average.
+DECODE_CHUNK_LEN = 32
+# XLA:CPU spends seconds optimising threefry random-number code (about 3 s for one normal draw), and
+# an init draws every parameter once: compiled without backend optimisation it is much faster to
+# build and runs once anyway. Integer RNG bits are exact, so the values do not depend on this.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _check(disable, rules) -> frozenset:
+    disable = frozenset(disable)
+    unknown = disable - set(rules)
+    if unknown:
+        raise ValueError(f"unknown XLA:CPU rules {sorted(unknown)}; known: {rules}")
+    return disable
+
+
+def vqgan_layers(disable=()) -> dict:
+    """Layer constructors for `models.vqgan.from_config` / `models.patchgan.from_config` (conv, norm,
+    upsample), with the named rules of VQGAN_RULES switched off (their plain flax counterparts instead)."""
+    from vqgan_jax.backends.xla_cpu import conv, norm
+    from vqgan_jax.nn import layers
+    off = _check(disable, VQGAN_RULES)
+    out = {"conv": functools.partial(conv.Conv, **{r: r not in off for r in
+                                                   ("winograd_3x3", "stride2", "dense_1x1", "bias_sum")})}
+    if "upsample" not in off:
+        out["upsample"] = functools.partial(conv.Upsample, bias_sum="bias_sum" not in off)
+    else:
+        out["upsample"] = layers.Upsample
+    if "group_norm" not in off:
+        out["norm"] = norm.GroupNorm
+    return out
+
+
+def gpt2_layers(disable=()) -> dict:
+    """Layer constructors for `models.gpt2.GPT2LMHead` (dense, layer_norm, dropout_layer, attention_fn,
+    block), with the named rules of GPT2_RULES switched off."""
+    from vqgan_jax.backends.xla_cpu import attention, blocks, dense, dropout, norm
+    off = _check(disable, GPT2_RULES)
+    out = {}
+    if "dense" not in off:
+        out["dense"] = dense.Dense
+    if "layer_norm" not in off:
+        out["layer_norm"] = norm.LayerNorm
+    if "residual_barrier" not in off:
+        out["block"] = blocks.Block
+    if "dropout16" not in off:
+        out["dropout_layer"] = dropout.Dropout
+    if "blocked_attention" not in off:
+        out["attention_fn"] = attention.blocked_causal_attention
+    return out

@@ -1,0 +1,146 @@
+"""Checkpoints through orbax's CheckpointManager: atomic, async, keep-last-N, strict restores.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a run killed
+mid-save keeps its previous checkpoint. Restores compare the saved tree (names, shapes, dtypes)
+with the state the current config builds *before* reading any array: a checkpoint of another model
+is a one-line `UserError`, never a partial load.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vqgan_jax.errors import UserError
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple]:
+    """{'g_params/encoder/conv_in/kernel': (shape, dtype)} for every array-like leaf."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if leaf is None:
+            continue
+        shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+        dtype = getattr(leaf, "dtype", None)
+        out["/".join(_key_name(k) for k in path)] = (shape, str(np.dtype(dtype)) if dtype is not None else None)
+    return out
+
+
+def describe_mismatch(saved: dict, wanted: dict, limit: int = 3) -> str:
+    """A short human description of how two flat shape tables differ ('' when they agree)."""
+    problems = []
+    for k in sorted(set(saved) | set(wanted)):
+        if k not in saved:
+            problems.append(f"{k} missing in the checkpoint")
+        elif k not in wanted:
+            problems.append(f"{k} in the checkpoint but not in this model")
+        elif saved[k][0] != wanted[k][0]:
+            problems.append(f"{k} has shape {saved[k][0]} in the checkpoint, {wanted[k][0]} here")
+        if len(problems) >= limit:
+            break
+    return "; ".join(problems)
+
+
+class Checkpointer:
+    """Saves every `save_every` steps (and when forced), keeps the last `keep`, restores strictly.
+
+    directory: absolute or relative path of the `checkpoints/` folder (created when missing).
+    """
+
+    def __init__(self, directory: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=max(int(save_every), 1), create=True,
+            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        # Naming the handler lets a fresh manager read a saved tree's metadata (names, shapes, dtypes).
+        self._mngr = ocp.CheckpointManager(self.directory, options=options,
+                                           item_handlers=ocp.StandardCheckpointHandler())
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mngr.all_steps())
+
+    def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+        """Starts saving `state` as `step` (async); returns whether a save was started."""
+        if not force and not self._mngr.should_save(int(step)):
+            return False
+        return self._mngr.save(int(step), args=ocp.args.StandardSave(host_copy(state)), force=force)
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Restores `step` (default: latest) into the structure/shardings of `abstract_state`
+        (a pytree of jax.ShapeDtypeStruct with shardings). Raises UserError on any mismatch."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"no checkpoint found in {self.directory}")
+        saved = _flat_shapes(self._mngr.item_metadata(step))
+        if not saved:
+            raise UserError(f"the checkpoint in {self.directory} (step {step}) is unreadable or empty: "
+                            "delete that step folder to resume from an earlier one")
+        wanted = _flat_shapes(abstract_state)
+        mismatch = describe_mismatch(saved, wanted)
+        if mismatch:
+            raise UserError(
+                f"the checkpoint in {self.directory} (step {step}) was written by a different model: {mismatch}; "
+                "use a new --workdir or the config that made it")
+        return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_parts(self, abstract_parts: dict, step: int | None = None) -> dict:
+        """Restores only some top-level entries of a saved state, e.g. {'ema_params': ..., 'vq_stats': ...}
+        (pytrees of jax.ShapeDtypeStruct with shardings): what inference needs, without the optimizer
+        moments or the discriminator. Step default: latest. Raises UserError on any mismatch."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"no checkpoint found in {self.directory}")
+        meta = self._mngr.item_metadata(step)
+        if not meta:
+            raise UserError(f"the checkpoint in {self.directory} (step {step}) is unreadable or empty")
+        saved = {k: v for k, v in _flat_shapes(meta).items() if k.split("/")[0] in abstract_parts}
+        mismatch = describe_mismatch(saved, _flat_shapes(abstract_parts))
+        if mismatch:
+            raise UserError(
+                f"the checkpoint in {self.directory} (step {step}) was written by a different model: {mismatch}; "
+                "use a new --workdir or the config that made it")
+        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(dtype=a.dtype, sharding=a.sharding),
+                                    abstract_parts)
+        path = os.path.join(self.directory, str(step), "default")
+        return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+            item=abstract_parts, restore_args=restore_args, partial_restore=True))
+
+    def wait(self) -> None:
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+
+def host_copy(state: Any) -> Any:
+    """What `Checkpointer.save` hands orbax: numpy copies of `state` when one process holds all of it.
+
+    Orbax's per-array work for jax.Arrays spread over several devices costs milliseconds per leaf: a
+    tiny VQGAN state (658 leaves, replicated on 8 CPU devices) took 3-4.5 s per save as jax.Arrays and
+    0.4 s as numpy, and the synchronous part of the save blocks the training loop. The files are the
+    same (a restore gives jax.Arrays with the target's shardings either way). With several processes
+    a replicated array is not addressable from one of them, so it stays a jax.Array and orbax
+    coordinates the write.
+    """
+    if jax.process_count() > 1:
+        return state
+    return jax.device_get(state)
+
+
+def abstract_like(tree: Any, sharding) -> Any:
+    """ShapeDtypeStructs of `tree` with `sharding` on every leaf (the restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)

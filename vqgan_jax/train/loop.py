@@ -1,0 +1,150 @@
+"""The training loop both stages share: stepping, logging, checkpoints, resume, signals, NaN stops.
+
+A stage supplies a jitted step, its initial (or restored) state, an iterator of host batches and
+hooks for its periodic extras (image grids, held-out evaluation). Everything else (how often to log,
+save and stop, what to do on SIGTERM, how throughput is counted) lives here once, so the VQGAN and
+prior trainers cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+
+from vqgan_jax.train import metrics as metrics_lib
+from vqgan_jax.train.checkpoint import Checkpointer
+from vqgan_jax.train.parallel import global_batch
+
+log = logging.getLogger("vqgan_jax")
+
+
+class StopSignal:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps (TPU VMs get preempted)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a test runner thread): signals stay as they are
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means "now"
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        return False
+
+
+@dataclasses.dataclass
+class LoopSpec:
+    """What the shared loop needs from a stage.
+
+    step_fn: jitted `(state, batch, rng) -> (state, metrics)` (state donated).
+    batches: iterator of per-process numpy batches, already positioned at `start_step`.
+    seed_key: the run's key; step s uses fold_in(seed_key, s).
+    progress_keys: metric names shown on the progress line.
+    items_per_step: images (or tokens) per step, for the throughput figure.
+    on_log / on_image / on_eval: hooks `(step, state) -> dict of extra scalars | None`.
+    """
+    step_fn: Callable
+    batches: Iterator[dict]
+    seed_key: jax.Array
+    mesh: Any
+    num_steps: int
+    log_every: int
+    ckpt_every: int
+    image_every: int = 0
+    eval_every: int = 0
+    progress_keys: tuple = ()
+    items_per_step: int = 1
+    rate_name: str = "images_per_sec"
+    rate_unit: str = "img/s"
+    finite_keys: tuple | None = None
+    on_image: Callable | None = None
+    on_eval: Callable | None = None
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return every > 0 and (step % every == 0 or step == last)
+
+
+def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
+        writer: metrics_lib.MetricWriter) -> tuple[Any, dict]:
+    """Runs steps start_step+1 .. num_steps (state.step counts completed updates).
+
+    Returns (final state, last host metrics). Saves at every `ckpt_every` step, at the end, and on
+    SIGTERM/SIGINT; raises NonFiniteLoss (after keeping the last good checkpoint) on NaN/inf.
+    """
+    throughput = metrics_lib.Throughput(start_step, spec.num_steps, spec.items_per_step)
+    throughput.mark(start_step)
+    last: dict = {}
+    pending = None  # device metrics of the last step, fetched lazily
+    step = start_step
+    t_first = None
+    with StopSignal() as stop:
+        while step < spec.num_steps:
+            try:
+                host_batch = next(spec.batches)
+            except StopIteration:
+                log.warning("the data ran out at step %d", step)
+                break
+            batch = global_batch(host_batch, spec.mesh)
+            rng = jax.random.fold_in(spec.seed_key, step)
+            state, pending = spec.step_fn(state, batch, rng)
+            step += 1
+            if t_first is None:
+                # The first step compiles: leave it out of the throughput figure.
+                jax.block_until_ready(pending)
+                throughput.mark(step)
+                t_first = time.perf_counter()
+            is_last = step == spec.num_steps
+            stopping = stop.received is not None  # one snapshot: a signal may land at any moment
+            want_log = _due(step, spec.log_every, spec.num_steps)
+            want_ckpt = _due(step, spec.ckpt_every, spec.num_steps) or stopping
+            if want_log or want_ckpt:
+                # Metrics come to the host only here; a bad state is never checkpointed.
+                host = {k: float(v) for k, v in jax.device_get(pending).items()}
+                metrics_lib.check_finite(host, step, spec.finite_keys)
+                last = host
+            if want_log:
+                rate, eta = throughput.mark(step)
+                scalars = dict(last)
+                if rate > 0:
+                    scalars[spec.rate_name] = rate
+                writer.write_scalars(step, scalars)
+                if jax.process_index() == 0:
+                    print(metrics_lib.progress_line(step, spec.num_steps, scalars, spec.progress_keys, rate, eta,
+                                                    spec.rate_unit), flush=True)
+            t_hooks = time.perf_counter()
+            if spec.on_eval is not None and _due(step, spec.eval_every, spec.num_steps):
+                extra = spec.on_eval(step, state) or {}
+                if extra:
+                    metrics_lib.check_finite(extra, step)
+                    writer.write_scalars(step, extra)
+                    last.update(extra)
+            if spec.on_image is not None and _due(step, spec.image_every, spec.num_steps):
+                spec.on_image(step, state)
+            if want_ckpt:
+                ckpt.save(step, state, force=is_last or stopping)
+            throughput.exclude(time.perf_counter() - t_hooks)
+            if stopping:
+                name = signal.Signals(stop.received).name
+                print(f"{name} received: checkpoint saved at step {step}; run the same command to resume",
+                      flush=True)
+                break
+    ckpt.wait()
+    writer.flush()
+    return state, last
