@@ -6,7 +6,8 @@ their steps are timed in turns, so this machine's drift hits all of them alike.
     python bench/ab.py --stage sample --variants xla_cpu,-chunked_decode,plain
 
 Variants: `xla_cpu` (every rule of `vqgan_jax.backends.xla_cpu` on), `plain` (flax's own layers), and
-`-RULE` (xla_cpu with that one rule switched off: its plain counterpart instead), for the rules in
+`-RULE` (xla_cpu with that one rule switched off: its plain counterpart instead; `-RULE1/RULE2` switches
+off both), for the rules in
 `xla_cpu.VQGAN_RULES` (stage vqgan), `xla_cpu.GPT2_RULES` (stage prior) and `chunked_decode` (stage
 sample). The flowers64 config: stage vqgan is the full G + D step at batch 16 with the perceptual loss
 off and the discriminator on from step 0 (as bench/train_step.py); stage prior the GPT-2 step at batch
@@ -40,7 +41,7 @@ def _variant(name: str) -> tuple[str, tuple]:
     if name in ("xla_cpu", "plain"):
         return name, ()
     if name.startswith("-"):
-        return "xla_cpu", (name[1:],)
+        return "xla_cpu", tuple(name[1:].split("/"))
     raise SystemExit(f"unknown variant {name!r}: xla_cpu, plain or -RULE")
 
 

@@ -33,11 +33,11 @@ def test_resolve_picks_from_the_devices_or_the_config():
 
 
 def test_rules_switch_off_by_name():
-    assert set(backends.gpt2_layers("xla_cpu")) == {"dense", "layer_norm", "block", "dropout_layer", "attention_fn"}
+    assert set(backends.gpt2_layers("xla_cpu")) == {"dense", "block", "dropout_layer", "attention_fn"}
     assert "dense" not in backends.gpt2_layers("xla_cpu", disable=["dense"])
     layers = backends.vqgan_layers("xla_cpu", disable=["group_norm", "winograd_3x3"])
     assert "norm" not in layers and layers["conv"].keywords["winograd_3x3"] is False
-    assert layers["conv"].keywords["stride2"] is True
+    assert layers["conv"].keywords["bias_sum"] is True
     with pytest.raises(ValueError, match="unknown XLA:CPU rules"):
         backends.vqgan_layers("xla_cpu", disable=["nope"])
     assert set(xla_cpu.VQGAN_RULES) and set(xla_cpu.GPT2_RULES)

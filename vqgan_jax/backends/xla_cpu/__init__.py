@@ -8,9 +8,9 @@ what it gains; docs/cpu-backend.md records the measurements and why each rule st
 import functools
 
 # Rules of the VQGAN's layers (autoencoder and discriminator).
-VQGAN_RULES = ("winograd_3x3", "stride2", "dense_1x1", "bias_sum", "upsample", "group_norm")
+VQGAN_RULES = ("winograd_3x3", "bias_sum", "upsample", "group_norm")
 # Rules of GPT-2's layers.
-GPT2_RULES = ("dense", "layer_norm", "residual_barrier", "dropout16", "blocked_attention")
+GPT2_RULES = ("dense", "residual_barrier", "dropout16", "blocked_attention")
 # Positions per decoding chunk (see `vqgan_jax.sampling.autoregressive.sample`): the cache is cut to the
 # positions written by each chunk's end, so attention reads about half of it on average.
 DECODE_CHUNK_LEN = 32
@@ -34,8 +34,8 @@ def vqgan_layers(disable=()) -> dict:
     from vqgan_jax.backends.xla_cpu import conv, norm
     from vqgan_jax.nn import layers
     off = _check(disable, VQGAN_RULES)
-    out = {"conv": functools.partial(conv.Conv, **{r: r not in off for r in
-                                                   ("winograd_3x3", "stride2", "dense_1x1", "bias_sum")})}
+    out = {"conv": functools.partial(conv.Conv, winograd_3x3="winograd_3x3" not in off,
+                                     bias_sum="bias_sum" not in off)}
     if "upsample" not in off:
         out["upsample"] = functools.partial(conv.Upsample, bias_sum="bias_sum" not in off)
     else:
@@ -46,15 +46,13 @@ def vqgan_layers(disable=()) -> dict:
 
 
 def gpt2_layers(disable=()) -> dict:
-    """Layer constructors for `models.gpt2.GPT2LMHead` (dense, layer_norm, dropout_layer, attention_fn,
-    block), with the named rules of GPT2_RULES switched off."""
-    from vqgan_jax.backends.xla_cpu import attention, blocks, dense, dropout, norm
+    """Layer constructors for `models.gpt2.GPT2LMHead` (dense, dropout_layer, attention_fn, block), with
+    the named rules of GPT2_RULES switched off."""
+    from vqgan_jax.backends.xla_cpu import attention, blocks, dense, dropout
     off = _check(disable, GPT2_RULES)
     out = {}
     if "dense" not in off:
         out["dense"] = dense.Dense
-    if "layer_norm" not in off:
-        out["layer_norm"] = norm.LayerNorm
     if "residual_barrier" not in off:
         out["block"] = blocks.Block
     if "dropout16" not in off:

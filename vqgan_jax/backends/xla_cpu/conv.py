@@ -1,18 +1,14 @@
 """Convolutions written for XLA:CPU's fast paths, as layers with flax's signatures and parameter names.
 
-- `conv2d(..., stride2=True)`: a stride-2 conv's input gradient as one stride-1 conv over the four pixel
-  phases (XLA:CPU otherwise takes its slow dilated-input path).
-- `conv2d(..., winograd=True)`: 3x3 stride-1 convs with >= 128 channels on one side and >= 64 on the
+- `conv2d(..., winograd_3x3=True)`: 3x3 stride-1 convs with >= 128 channels on one side and >= 64 on the
   other by Winograd's F(4x4, 3x3) (`winograd`): forward, input and kernel gradients.
 - `upsample_conv`: nearest 2x then a 3x3 conv as four 2x2 convs on the input grid (16/36 of the
   multiply-adds), its input gradient one stride-2 4x4 conv of the output gradient (see there).
-- `Conv`: `nn.Conv`'s signature over `conv2d` (each rule a field), 1x1 convs optionally as
-  `dense.dense`, the bias optionally added by `sums.add_bias`. `Upsample`: `nn.layers.Upsample` over
-  `upsample_conv`.
+- `Conv`: `nn.Conv`'s signature over `conv2d` (each rule a field), the bias optionally added by
+  `sums.add_bias`. `Upsample`: `nn.layers.Upsample` over `upsample_conv`.
 
 All take channels-last inputs (B, H, W, C) and HWIO kernels (k, k, C, O).
 """
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqgan_jax.backends.xla_cpu import winograd
-from vqgan_jax.backends.xla_cpu.dense import dense
 from vqgan_jax.backends.xla_cpu.sums import add_bias
 from vqgan_jax.nn.layers import torch_conv_init
 
@@ -34,58 +29,13 @@ def _conv(x, w, strides, pads):
     return jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_CONV_DN)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_stride2(x, w, pads):
-    return _conv(x, w, (2, 2), pads)
-
-
-def _conv_stride2_fwd(x, w, pads):
-    return _conv(x, w, (2, 2), pads), (x, w)
-
-
-def _conv_stride2_bwd(pads, res, g):
-    x, w = res
-    b, h, wd, c = x.shape
-    kh, kw, _, o = w.shape
-    th, tw = -(-kh // 2), -(-kw // 2)                         # taps per phase along H and W
-    # Row 2m + p of the padded input feeds output rows m - i through tap 2i + p. So its gradient is
-    # sum_i g[m - i] w[2i + p]: per phase (p, q) a stride-1 conv of g. All four phases are one conv
-    # whose output channels are (p, q, C), with the kernel's taps split by phase (zero beyond k).
-    wp = jnp.pad(w, ((0, 2 * th - kh), (0, 2 * tw - kw), (0, 0), (0, 0)))
-    k2 = wp.reshape(th, 2, tw, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(th, tw, 4 * c, o)
-    k2 = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)           # (th, tw, O, 4C): correlation -> conv
-    (lo_h, _), (lo_w, _) = pads
-    mh, mw = -(-(lo_h + h) // 2), -(-(lo_w + wd) // 2)        # phase rows covering padded rows < lo + H
-    ho, wo = g.shape[1:3]
-    gp = jnp.pad(g, ((0, 0), (th - 1, max(0, mh - ho)), (tw - 1, max(0, mw - wo)), (0, 0)))
-    phases = _conv(gp, k2.astype(g.dtype), (1, 1), "VALID")[:, :mh, :mw]      # (B, mh, mw, 4C)
-    dx = phases.reshape(b, mh, mw, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * mh, 2 * mw, c)
-    dw = jax.vjp(lambda k: _conv(x, k, (2, 2), pads), w)[1](g)[0]
-    return dx[:, lo_h:lo_h + h, lo_w:lo_w + wd], dw
-
-
-_conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
-
-
-def conv2d(x: jax.Array, w: jax.Array, stride: int, padding, *, stride2: bool = True,
-           winograd_3x3: bool = True) -> jax.Array:
+def conv2d(x: jax.Array, w: jax.Array, stride: int, padding, *, winograd_3x3: bool = True) -> jax.Array:
     """`lax.conv_general_dilated` for x (B, H, W, C) NHWC and w (k, k, C, O) HWIO -> (B, H', W', O).
 
-    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)), non-negative. stride2: a stride-2 conv's
-    input gradient is written out as one stride-1 conv with 4C output channels (the four pixel phases)
-    and a depth-to-space reshape; XLA:CPU computes it otherwise as a convolution with a dilated input, a
-    slow path (40 ms instead of 14 ms for the 3x3 downsampling conv at 16 x 64 x 64 x 64). winograd_3x3:
-    a float32 3x3 stride-1 'SAME' conv with >= 128 channels on one side and >= 64 on the other and H, W
-    multiples of 4 runs by Winograd's F(4x4, 3x3), forward and both gradients (numbers within ~1e-5 of
-    their scale).
+    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)). winograd_3x3: a float32 3x3 stride-1
+    'SAME' conv with >= 128 channels on one side and >= 64 on the other and H, W multiples of 4 runs by
+    Winograd's F(4x4, 3x3), forward and both gradients (numbers within ~1e-5 of their scale).
     """
-    if stride == 2 and stride2:
-        if isinstance(padding, str):
-            padding = jax.lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (2, 2), padding)
-        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-        if min(min(p) for p in pads) < 0:
-            raise ValueError(f"negative padding {pads}")
-        return _conv_stride2(x, w, pads)
     # winograd.applies checks the kernel is 3x3 (and the channels, sizes and dtype).
     if stride == 1 and winograd_3x3 and _pads_one(padding) and winograd.applies(x.shape, w.shape, x.dtype):
         return _conv3x3(x, w)
@@ -185,11 +135,6 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _upsample_conv(x, phases)
 
 
-def _no_padding(padding) -> bool:
-    """Whether a 1x1 stride-1 conv with this padding keeps the input grid ('SAME', 'VALID' or zeros)."""
-    return isinstance(padding, str) or all(lo == 0 and hi == 0 for lo, hi in padding)
-
-
 def _square(v) -> int:
     """An int or a pair of equal ints (flax's kernel_size / strides) -> the int."""
     if isinstance(v, int):
@@ -204,10 +149,8 @@ class Conv(nn.Module):
     """`nn.Conv(features, kernel_size, strides, padding, use_bias, dtype, kernel_init)` for square 2-D convs.
 
     Parameters as flax's: 'kernel' (k, k, C_in, features), 'bias' (features,) zeros; x (B, H, W, C_in) ->
-    (B, H', W', features) in `dtype`. The rule fields switch this backend's paths on (all by default):
-    stride2 and winograd_3x3 (see `conv2d`), dense_1x1 (a 1x1 stride-1 conv with a bias as `dense.dense`,
-    whose kernel gradient is one dot instead of a kernel-gradient conv that transposes both operands)
-    and bias_sum (the bias gradient as a `tree_sum`).
+    (B, H', W', features) in `dtype`. The rule fields switch this backend's paths on (both by default):
+    winograd_3x3 (see `conv2d`) and bias_sum (the bias gradient as a `sums.tree_sum`).
     """
     features: int
     kernel_size: Any
@@ -216,9 +159,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     dtype: Dtype | None = None
     kernel_init: Any = torch_conv_init
-    stride2: bool = True
     winograd_3x3: bool = True
-    dense_1x1: bool = True
     bias_sum: bool = True
 
     @nn.compact
@@ -228,9 +169,7 @@ class Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32) if self.use_bias else None
         dtype = self.dtype or jnp.result_type(x, jnp.float32)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        if self.dense_1x1 and k == 1 and stride == 1 and _no_padding(self.padding) and bias is not None:
-            return dense(x, kernel[0, 0], bias.astype(dtype))
-        y = conv2d(x, kernel, stride, self.padding, stride2=self.stride2, winograd_3x3=self.winograd_3x3)
+        y = conv2d(x, kernel, stride, self.padding, winograd_3x3=self.winograd_3x3)
         if bias is None:
             return y
         return add_bias(y, bias.astype(dtype)) if self.bias_sum else y + bias.astype(dtype)

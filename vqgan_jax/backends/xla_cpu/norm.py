@@ -1,14 +1,12 @@
-"""GroupNorm and LayerNorm for XLA:CPU, with flax.linen's call signatures and parameter names.
+"""GroupNorm for XLA:CPU, with flax.linen's call signature and parameter names.
 
 - `GroupNorm` (`nn.GroupNorm(num_groups, epsilon, dtype)`): per-channel sums over the positions first,
   then within each group, as `sums.tree_sum`s under a written-out gradient, and the forward and backward
   maps read per-channel coefficients that `sums.materialize` has written out. GroupNorm + swish forward +
   backward on the 2-core CPU: 20.6 ms instead of 22.5 ms at 16 x 64 x 64 x 64, 4.9 ms instead of 7.2 ms
   at 16 x 32 x 32 x 128.
-- `LayerNorm` (`nn.LayerNorm(epsilon, dtype, use_fast_variance=False)`): row means as `tree_sum`s and the
-  affine step as `sums.scale_shift`, whose scale and bias gradients are `tree_sum`s.
 
-Both keep flax's parameters ('scale' ones, 'bias' zeros, float32) and its numbers to float32 rounding
+It keeps flax's parameters ('scale' ones, 'bias' zeros, float32) and its numbers to float32 rounding
 (statistics in float32, output in `dtype`), so a model built with them has flax's parameter tree.
 """
 import functools
@@ -18,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vqgan_jax.backends.xla_cpu.sums import materialize, scale_shift, tree_sum
+from vqgan_jax.backends.xla_cpu.sums import materialize, tree_sum
 
 Dtype = Any
 
@@ -91,26 +89,3 @@ class GroupNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         y = group_norm(x.reshape(x.shape[0], -1, c).astype(jnp.float32), scale, bias, self.num_groups, self.epsilon)
         return y.reshape(x.shape).astype(self.dtype or x.dtype)
-
-
-class LayerNorm(nn.Module):
-    """`nn.LayerNorm(epsilon, dtype, use_fast_variance=False)`: x (..., C) -> (..., C) in `dtype`.
-
-    Statistics in float32, the variance in two passes as PyTorch's LayerNorm computes it (whatever
-    use_fast_variance says: the field is accepted for flax's signature).
-    """
-    epsilon: float = 1e-6
-    dtype: Dtype | None = None
-    use_fast_variance: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        out_dtype = self.dtype or x.dtype
-        x = x.astype(jnp.float32)
-        mean = lambda a: (tree_sum(a, -1) / c)[..., None]  # noqa: E731  (halving adds)
-        xc = x - mean(x)
-        xn = xc * jax.lax.rsqrt(mean(xc * xc) + self.epsilon)
-        return scale_shift(xn, scale, bias).astype(out_dtype)

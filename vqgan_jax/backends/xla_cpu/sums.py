@@ -5,8 +5,7 @@
   over outer axes. On the 2-core CPU the (16, 256, 1024) bias gradient of the prior's MLP takes 14 ms
   as `jnp.sum(g, (0, 1))` and 0.65 ms as a chain of halving adds (x[:n/2] + x[n/2:], fused into one
   loop), which is what `tree_sum` computes.
-- `add_bias`, `scale_shift`: a bias add and a normalisation's affine step whose parameter gradients are
-  `tree_sum`s.
+- `add_bias`: a bias add whose gradient is a `tree_sum`.
 - `materialize`: the identity as a dot, which XLA:CPU never fuses into its consumers.
 
 Nothing here checks the backend: these functions are only used by the layers of this package, which a
@@ -106,26 +105,6 @@ def _add_bias_bwd(_, g):
 
 
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
-
-
-@jax.custom_vjp
-def scale_shift(x, scale, bias):
-    """x * scale + bias for x (..., C) and scale, bias (C,), one dtype (a normalisation's affine step);
-    the scale and bias gradients are `tree_sum`s over all leading axes."""
-    return x * scale + bias
-
-
-def _scale_shift_fwd(x, scale, bias):
-    return x * scale + bias, (x, scale)
-
-
-def _scale_shift_bwd(res, g):
-    x, scale = res
-    rows = tuple(range(g.ndim - 1))
-    return g * scale, tree_sum(g * x, rows), tree_sum(g, rows)
-
-
-scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
 
 
 def materialize(a: jax.Array) -> jax.Array:
