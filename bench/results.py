@@ -1,5 +1,7 @@
-"""The README's "Results" table, from one command: train stage 1 and the prior on a folder of photos,
-evaluate the run, and write the table (into README.md between its results markers with --update_readme).
+"""The README's "Results" table and picture, from one command: train stage 1 and the prior on a folder of
+photos, evaluate the run, and write the table (into README.md between its results markers with
+--update_readme) and the picture (docs/images/flowers64.png: held-out photos over their reconstructions,
+then samples of the prior).
 
     python bench/results.py --data_dir ../shared/data/flowers64 --workdir runs/results [--update_readme]
 
@@ -88,6 +90,27 @@ def table(ev: dict, data_dir: str, workdir: str) -> str:
     return "\n".join(lines)
 
 
+def readme_picture(workdir: str, out: str) -> str:
+    """8 held-out photos over their reconstructions, then 16 samples of the prior in two rows, from the
+    pictures the evaluation wrote (DIR/eval/reconstructions.png, DIR/eval/samples.png)."""
+    import numpy as np
+    from PIL import Image
+    sys.path.insert(0, ROOT)
+    from vqgan_jax.viz import images as images_lib
+    pad = 2
+    rec = np.asarray(Image.open(os.path.join(workdir, "eval", "reconstructions.png")).convert("RGB"))
+    smp = np.asarray(Image.open(os.path.join(workdir, "eval", "samples.png")).convert("RGB"))
+    tile = (rec.shape[0] - 3 * pad) // 2                       # originals_over_reconstructions: 2 rows
+    def tiles(picture, rows, cols):
+        return [picture[pad + r * (tile + pad): pad + r * (tile + pad) + tile,
+                        pad + c * (tile + pad): pad + c * (tile + pad) + tile] for r in range(rows) for c in range(cols)]
+    originals, recons = tiles(rec, 1, 8), tiles(rec[tile + pad:], 1, 8)
+    samples = tiles(smp, 2, 8)
+    grid = images_lib.grid(np.stack(originals + recons + samples), ncols=8, pad=pad)
+    images_lib.save_png(out, grid)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", required=True, help="folder of photos, e.g. ../shared/data/flowers64")
@@ -112,6 +135,8 @@ def main():
     print("wall minutes of this invocation (a finished stage is skipped): " +
           ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
     if args.update_readme:
+        work = os.path.join(ROOT, args.workdir) if not os.path.isabs(args.workdir) else args.workdir
+        print("README picture:", readme_picture(work, os.path.join(ROOT, "docs", "images", "flowers64.png")))
         path = os.path.join(ROOT, "README.md")
         readme = open(path).read()
         if BEGIN not in readme or END not in readme:
