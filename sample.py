@@ -35,12 +35,16 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from vqgan_jax import cli
+    cli.reject_extra_args(argv)
     cli.quiet_logs()
 
     def go():
+        from vqgan_jax.errors import UserError
+        if _NUM.value < 1 or _BATCH.value < 1:
+            raise UserError(f"--num={_NUM.value} and --batch_size={_BATCH.value} must be at least 1")
+        # Checked before any model is loaded or image drawn, so a bad --out costs nothing.
+        cli.check_writable(_OUT.value, is_dir=not (_RECONSTRUCT.value or _CODEBOOK.value))
         if _RECONSTRUCT.value:
             from vqgan_jax.viz import reconstructions
             print(reconstructions.write_reconstructions(_WORKDIR.value, _RECONSTRUCT.value, _OUT.value))

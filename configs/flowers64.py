@@ -30,7 +30,7 @@ def get_config(arg: str = ""):
     c.quantizer.beta = 0.25
     # Dead codes (fewer than 0.5 assignments per step over a ~10-step window) restart from encoder
     # outputs: taming's plain codebook collapses to ~4% usage on this data (19 of 512 codes after 720
-    # steps); restarts keep nearly every code alive (see bench/RESULTS.md).
+    # steps); restarts keep nearly every code alive (bench/README.md, quality).
     c.quantizer.restart_threshold = 0.5
 
     c.loss.perceptual_weight = 1.0

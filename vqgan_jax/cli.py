@@ -1,7 +1,11 @@
 """What the entry points share: process set-up, quiet logs, multi-host start-up, one-line errors.
 
-`run_cli(fn)` calls `fn()` and turns a `UserError` into `error: <message>` on stderr with exit
-status 2 (never a traceback); a `KeyboardInterrupt` exits with 130.
+`run_cli(fn)` calls `fn()` and maps how it ended to the exit status the README documents:
+
+    0    done                               2    bad input: one `error: <message>` line, no traceback
+    3    another process of a multi-process job died (this one stops at once, no hang)
+    130  SIGINT / Ctrl-C (after saving a checkpoint when training)
+    143  SIGTERM (after saving a checkpoint when training)
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 import sys
 from typing import Callable
 
-from vqgan_jax.errors import UserError
+from vqgan_jax.errors import Interrupted, PeerLost, UserError
 
 
 # XLA:CPU sends convolutions to its YNNPACK fusions by default; on x86 CPUs we measured the flowers64
@@ -29,7 +33,7 @@ def configure_xla_flags() -> None:
 
 # JAX's persistent compilation cache keeps compiled programs between runs, so a resumed run or the next
 # sample.py call skips most of the compile (the flowers64 stage-1 step on a 2-core CPU: 53.7 s to the
-# first step, 15.2 s with the cache; bench/RESULTS.md). JAX keys entries by program, XLA flags, devices and
+# first step, 15.2 s with the cache). JAX keys entries by program, XLA flags, devices and
 # versions, writes them from process 0 only, and caches only programs that took >= 1 s to compile.
 COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 
@@ -69,19 +73,61 @@ def quiet_logs() -> None:
         pass
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-    """Multi-host: `jax.distributed.initialize()` auto-detects TPU pods, SLURM and Kubernetes set-ups."""
-    if enabled:
-        import jax
-        jax.distributed.initialize()
+def maybe_initialize_distributed(enabled: bool, coordinator_address: str | None = None,
+                                 num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Multi-host start-up. With only `enabled`, `jax.distributed.initialize()` auto-detects TPU pods,
+    SLURM and Kubernetes (JobSet) set-ups; the explicit values serve every other cluster (all three or
+    none). A peer that dies is noticed by the others within the heartbeat timeout (30 s), not 100 s."""
+    explicit = [coordinator_address, num_processes, process_id]
+    if any(v not in (None, "") for v in explicit):
+        if any(v in (None, "") for v in explicit):
+            raise UserError("--coordinator_address, --num_processes and --process_id go together")
+        if not 0 <= int(process_id) < int(num_processes):
+            raise UserError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
+        enabled = True
+    if not enabled:
+        return
+    import jax
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address or None, num_processes=num_processes,
+                                   process_id=process_id, heartbeat_timeout_seconds=30)
+    except ValueError as e:  # nothing to auto-detect, a malformed address, ...
+        raise UserError(f"cannot start the multi-process job: {_one_line(e)}") from None
+
+
+def reject_extra_args(argv: list[str]) -> None:
+    """Positional arguments are a typo (e.g. a missing `--`): one line, exit status 2."""
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags start with --; see --help)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+def check_writable(path: str, *, is_dir: bool) -> None:
+    """Fails before any work when `path` (a folder to create, or a file to write) cannot be written."""
+    if os.path.exists(path) and os.path.isdir(path) != is_dir:
+        raise UserError(f"--out {path} must be {'a folder' if is_dir else 'a file'}")
+    probe = path if is_dir else (os.path.dirname(os.path.abspath(path)) or ".")
+    while not os.path.exists(probe):  # the nearest existing parent decides whether we may create it
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path} cannot be written ({probe} is not a writable folder)")
 
 
 def run_cli(fn: Callable[[], object]) -> int:
+    """Runs fn() and returns the exit status (see the module docstring)."""
     try:
         fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Interrupted as e:
+        print(str(e), flush=True)
+        return 128 + int(e.signum)
+    except PeerLost as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)  # jax.distributed's shutdown would wait for the dead peer: leave without it
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return 130

@@ -36,11 +36,9 @@ def _define_flags():
 
 
 def main(argv):
-    from absl import app
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from absl import flags
     from vqgan_jax import cli
+    cli.reject_extra_args(argv)
     cli.quiet_logs()
     f = flags.FLAGS
 
@@ -51,12 +49,14 @@ def main(argv):
             if not (f.real and f.fake):
                 raise UserError("--real and --fake go together (two image folders)")
             out = f.out or "eval.json"
+            cli.check_writable(out, is_dir=False)
             result = evaluation.compare_folders(
                 f.real, f.fake, image_size=f.image_size, inception_weights=f.inception_weights, fid=f.fid,
                 max_images=f.max_images, classifier_epochs=f.classifier_epochs, seed=f.seed,
                 out_dir=os.path.dirname(os.path.abspath(out)))
         elif f.workdir:
             out = f.out or os.path.join(f.workdir, "eval", "eval.json")
+            cli.check_writable(out, is_dir=False)
             result = evaluation.evaluate_run(
                 f.workdir, data_dir=f.data_dir, split=f.split, num_samples=f.num_samples,
                 max_images=f.max_images, inception_weights=f.inception_weights, fid=f.fid,

@@ -5,8 +5,14 @@ Two layouts are understood:
   * per class: DIR/daisy/a.jpg, DIR/rose/x/b.png, ... -> label = index of the class folder in sorted
                order, class names = folder names; images are found at any depth inside a class folder.
 The held-out split is decided per file by a hash of its path relative to DIR, so adding or removing other
-files never moves an image between train and eval. Every file is opened with PIL once (in a thread pool)
-before training so a corrupt file is reported up front instead of crashing or stalling a run.
+files never moves an image between train and eval. Every file is decoded with PIL once (in a thread pool;
+JPEGs at a reduced scale, which still reads every byte) before training, so a corrupt or truncated file
+is skipped and counted up front instead of crashing, stalling or silently shrinking a run.
+
+Links: a symlinked file or class folder is read, but folders below a class folder are walked without
+following links (a link back into the tree, `a/loop -> ..`, would list the data again under the wrong
+class), a class-folder link into its own tree is skipped, and files are de-duplicated by real path (the
+file's own path wins over a link to it), so no image is both held out and trained on or counted twice.
 """
 import concurrent.futures
 import dataclasses
@@ -54,7 +60,7 @@ def _is_image_name(name: str) -> bool:
 def _list_images(top: str) -> list[tuple[str, int, int]]:
     """(absolute path, size in bytes, mtime in ns) of every image file at any depth under top, sorted."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skip .git, .ipynb_checkpoints
         for name in filenames:
             if _is_image_name(name):
@@ -66,12 +72,15 @@ def _list_images(top: str) -> list[tuple[str, int, int]]:
 
 @functools.lru_cache(maxsize=None)
 def _is_readable(path: str, size: int, mtime_ns: int) -> bool:
-    """Whether PIL can identify and verify the file. Cached per (path, size, mtime): a changed file is
-    checked again."""
+    """Whether PIL can verify and fully decode the file (a truncated JPEG passes `verify` but not a
+    decode). Cached per (path, size, mtime): a changed file is checked again."""
     del size, mtime_ns  # only part of the cache key
     try:
         with Image.open(path) as image:
             image.verify()
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))  # JPEG: decode at 1/2..1/8 scale; other formats ignore it
+            image.load()
         return True
     except Exception:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for corrupt files
         return False
@@ -88,11 +97,11 @@ def _list_layout(root: str) -> tuple[tuple[str, ...], list[tuple[str, int, int, 
     """Class names and (path, size, mtime_ns, label) for every image under root, in sorted path order."""
     entries = sorted(os.scandir(root), key=lambda e: e.name)
     loose = [e.name for e in entries if e.is_file() and _is_image_name(e.name)]
-    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".") and not _links_into(e, root)]
     per_class = [(d.name, _list_images(d.path)) for d in subdirs]
     per_class = [(name, files) for name, files in per_class if files]  # a folder without images is no class
     if not per_class:
-        return (), [(p, s, m, 0) for p, s, m in _list_images(root)] if loose else []
+        return (), _unique([(p, s, m, 0) for p, s, m in _list_images(root)]) if loose else []
     if loose:
         shown = ", ".join(n for n, _ in per_class[:3]) + (", ..." if len(per_class) > 3 else "")
         raise UserError(
@@ -100,7 +109,26 @@ def _list_layout(root: str) -> tuple[tuple[str, ...], list[tuple[str, int, int, 
             "images into a class folder or point data.dir at a folder of only images or only class folders")
     class_names = tuple(name for name, _ in per_class)
     files = [(p, s, m, label) for label, (_, fs) in enumerate(per_class) for p, s, m in fs]
-    return class_names, files
+    return class_names, _unique(files)
+
+
+def _links_into(entry: os.DirEntry, root: str) -> bool:
+    """A class folder that is a link to the root or to a folder above or inside it (a loop or a copy)."""
+    if not entry.is_symlink():
+        return False
+    real, real_root = os.path.realpath(entry.path), os.path.realpath(root)
+    return os.path.commonpath([real, real_root]) in (real, real_root)
+
+
+def _unique(files: list) -> list:
+    """One entry per real file, in the given (sorted) order: the file's own path when it is listed, else
+    the first link to it."""
+    chosen: dict[str, int] = {}
+    for i, item in enumerate(files):
+        real = os.path.realpath(item[0])
+        if real not in chosen or (os.path.islink(files[chosen[real]][0]) and not os.path.islink(item[0])):
+            chosen[real] = i
+    return [files[i] for i in sorted(chosen.values())]
 
 
 def scan_folder(root: str, eval_fraction: float) -> FolderScan:

@@ -4,26 +4,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
 
 from vqgan_jax.data.folders import IMAGE_EXTENSIONS
 from vqgan_jax.errors import UserError
 
 
 def load_image(path: str, size: int) -> np.ndarray:
-    """One image file -> float32 (size, size, 3) in [-1, 1]: RGB, short side resized, centre crop."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            s = size / min(w, h)
-            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    return arr / 127.5 - 1.0
+    """One image file -> float32 (size, size, 3) in [-1, 1]: decoded, cropped and resized exactly as
+    training's held-out images are (`pipeline.load_file`), so reconstructions and evaluation see the
+    pixels the model was trained on (16-bit PNGs included)."""
+    from vqgan_jax.data import pipeline  # TensorFlow only where files are read
+    if not os.path.isfile(path):
+        raise UserError(f"cannot read image {path}: no such file")
+    return pipeline.load_file(path, size).astype(np.float32)
 
 
 def list_image_files(path: str, limit: int) -> list[str]:

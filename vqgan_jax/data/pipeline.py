@@ -96,10 +96,7 @@ def _prepare(index, element, *, kind: str, size: int, seed: int, training: bool,
         image = tf.cast(element["image"], tf.float32)                   # already (size, size, 3)
     else:
         data = tf.io.read_file(element["image"]) if kind == "path" else element["image"]
-        # channels=3 turns grayscale, grayscale+alpha, RGBA and palette images into RGB (alpha dropped).
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-        image.set_shape([None, None, 3])
-        image = _square_resize(image, size, crop_seed if training else None)
+        image = _square_resize(_decode_file(data), size, crop_seed if training else None)
     if training and flip:
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         image = tf.cond(mirror, lambda: image[:, ::-1], lambda: image)
@@ -168,9 +165,8 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
         functools.partial(_prepare, kind=shard.kind, size=data_cfg.image_size, seed=seed,
                           training=training, flip=training and data_cfg.random_flip),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shard.kind != "pixels":
-        # Safety net: a file that PIL could verify but TF cannot decode is dropped, not fatal.
-        ds = ds.ignore_errors(log_warning=True)
+    # No ignore_errors: the folder scan decodes every file first, and dropping a batch element here
+    # would shift every later batch (a resumed run would then differ from a straight one).
     ds = ds.batch(batch, drop_remainder=True)
     options = tf.data.Options()
     options.deterministic = True
@@ -178,8 +174,36 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
 
 
 def iterate_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of `make_dataset` as numpy dicts {'image': float32 (b, S, S, 3), 'label': int32 (b,)}."""
-    yield from ds.as_numpy_iterator()
+    """Batches of `make_dataset` as numpy dicts {'image': float32 (b, S, S, 3), 'label': int32 (b,)}.
+
+    A file that cannot be decoded (changed on disk after the scan, or a format TF reads differently
+    from PIL) ends the run with one line naming the problem instead of a tf.data traceback.
+    """
+    try:
+        yield from ds.as_numpy_iterator()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError) as e:
+        message = " ".join(str(e.message).split())[:300]
+        raise UserError(f"cannot read an image of the data set ({message}): remove or replace that file") from None
+
+
+def _decode_file(data: tf.Tensor) -> tf.Tensor:
+    """Encoded image bytes -> uint8 (h, w, 3): grayscale, alpha, palette and 16-bit images to 8-bit RGB."""
+    # channels=3 turns grayscale, grayscale+alpha, RGBA and palette images into RGB (alpha dropped);
+    # dtype=uint8 rescales 16-bit PNGs (x * 255 / 65535) instead of clipping them.
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def load_file(path: str, size: int) -> np.ndarray:
+    """One image file -> float32 (size, size, 3) in [-1, 1], exactly as training sees a held-out image
+    (the same decoder, centre square, antialiased bicubic resize). Raises UserError when unreadable."""
+    _hide_gpus_from_tf()
+    try:
+        image = _square_resize(_decode_file(tf.io.read_file(path)), size, None)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError) as e:
+        raise UserError(f"cannot read image {path}: {' '.join(str(e.message).split())[:200]}") from None
+    return image.numpy() / 127.5 - 1.0
 
 
 def dataset_info(data_cfg) -> dict:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import os
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +59,16 @@ def read_meta(tokens_dir: str) -> dict | None:
     path = meta_path(tokens_dir)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or not {"num_codes", "grid", "count"} <= set(meta):
+        # Damaged: the shards are encoded again from the checkpoint (they are a cache).
+        logging.warning("warning: %s is damaged; the tokens will be encoded again", path)
+        return None
+    return meta
 
 
 def write_meta(tokens_dir: str, meta: dict) -> None:
@@ -94,9 +104,13 @@ def load_tokens(tokens_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
         raise UserError(f"{tokens_dir} has meta.json but no shards: delete the folder and rerun")
     ids, labels = [], []
     for f in files:
-        with np.load(f) as z:
-            ids.append(z["ids"].astype(np.int32))
-            labels.append(z["labels"])
+        try:
+            with np.load(f) as z:
+                ids.append(z["ids"].astype(np.int32))
+                labels.append(z["labels"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"the token shard {f} is damaged ({type(e).__name__}): delete {tokens_dir} and run "
+                            "train.py --stage prior again to encode the tokens anew") from None
     ids = np.concatenate(ids)
     return ids.reshape(ids.shape[0], -1), np.concatenate(labels), meta
 

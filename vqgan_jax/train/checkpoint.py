@@ -3,11 +3,16 @@
 Orbax writes each step into a temporary folder and renames it when complete, so a run killed
 mid-save keeps its previous checkpoint. Restores compare the saved tree (names, shapes, dtypes)
 with the state the current config builds *before* reading any array: a checkpoint of another model
-is a one-line `UserError`, never a partial load.
+is a one-line `CheckpointMismatch`, never a partial load. A damaged step (truncated array files, junk
+or empty metadata, a missing `default/` item) is skipped with a warning by `restore_latest`, which
+falls back to the newest intact step; training moves the damaged ones aside to
+`DIR/<part>/damaged_checkpoints/` (never deletes them) so new saves cannot collide with them.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -15,6 +20,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vqgan_jax.errors import UserError
+
+log = logging.getLogger("vqgan_jax")
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointMismatch(UserError):
+    """The checkpoint was written by a different model (names or shapes differ): never a fallback."""
 
 
 def _key_name(k) -> str:
@@ -91,7 +103,7 @@ class Checkpointer:
         wanted = _flat_shapes(abstract_state)
         mismatch = describe_mismatch(saved, wanted)
         if mismatch:
-            raise UserError(
+            raise CheckpointMismatch(
                 f"the checkpoint in {self.directory} (step {step}) was written by a different model: {mismatch}; "
                 "use a new --workdir or the config that made it")
         return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
@@ -109,7 +121,7 @@ class Checkpointer:
         saved = {k: v for k, v in _flat_shapes(meta).items() if k.split("/")[0] in abstract_parts}
         mismatch = describe_mismatch(saved, _flat_shapes(abstract_parts))
         if mismatch:
-            raise UserError(
+            raise CheckpointMismatch(
                 f"the checkpoint in {self.directory} (step {step}) was written by a different model: {mismatch}; "
                 "use a new --workdir or the config that made it")
         restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(dtype=a.dtype, sharding=a.sharding),
@@ -117,6 +129,52 @@ class Checkpointer:
         path = os.path.join(self.directory, str(step), "default")
         return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
             item=abstract_parts, restore_args=restore_args, partial_restore=True))
+
+    def restore_latest(self, abstract: Any, *, parts: bool = False, set_aside: bool = False
+                       ) -> tuple[Any, int] | None:
+        """The newest intact step: (restored tree, step), or None when there is no checkpoint at all.
+
+        abstract: the restore target of `restore` (parts=False) or `restore_parts` (parts=True). Damaged
+        steps are skipped with a warning (set_aside=True, for training: moved to
+        `../damaged_checkpoints/STEP-TIME`); a model mismatch is raised at once; UserError when every
+        step is damaged.
+        """
+        damaged = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                tree = self.restore_parts(abstract, step) if parts else self.restore(abstract, step)
+            except CheckpointMismatch:
+                raise
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore/json/OS errors all mean "damaged"
+                reason = " ".join(str(e).split())[:160] or type(e).__name__
+                log.warning("warning: checkpoint step %d in %s is damaged (%s); trying an older one",
+                            step, self.directory, reason)
+                damaged.append(step)
+                continue
+            if set_aside and damaged:
+                self._set_aside(damaged)
+            return tree, step
+        if damaged:
+            raise UserError(
+                f"no intact checkpoint in {self.directory} (damaged steps: {', '.join(map(str, damaged))}): "
+                "move that folder away to start fresh, or restore it from a backup")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves damaged step folders out of the manager's folder (process 0; every process reloads)."""
+        from jax.experimental import multihost_utils
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("vqgan_jax:damaged-before")
+        if jax.process_index() == 0:
+            target = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+            os.makedirs(target, exist_ok=True)
+            for step in steps:
+                dest = os.path.join(target, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.rename(os.path.join(self.directory, str(step)), dest)
+                log.warning("warning: moved the damaged checkpoint step %d to %s", step, dest)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("vqgan_jax:damaged-after")
+        self._mngr.reload()
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

@@ -4,17 +4,25 @@ A stage supplies a jitted step, its initial (or restored) state, an iterator of 
 hooks for its periodic extras (image grids, held-out evaluation). Everything else (how often to log,
 save and stop, what to do on SIGTERM, how throughput is counted) lives here once, so the VQGAN and
 prior trainers cannot drift apart.
+
+What a stop leaves behind: SIGTERM/SIGINT save the current step and raise `Interrupted` (exit 143/130);
+a NaN/inf loss or a non-finite parameter or optimizer moment raises `NonFiniteLoss` naming the last
+finite checkpoint (a state is checked before every save, so no checkpoint ever holds NaN/inf); a lost
+peer process raises `PeerLost` (exit 3).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import signal
 import time
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 
+from vqgan_jax.errors import Interrupted, PeerLost, UserError
 from vqgan_jax.train import metrics as metrics_lib
 from vqgan_jax.train.checkpoint import Checkpointer
 from vqgan_jax.train.parallel import global_batch
@@ -77,6 +85,36 @@ class LoopSpec:
     on_eval: Callable | None = None
 
 
+def check_settings(prefix: str, *, num_steps: int, log_every: int, ckpt_every: int, keep_checkpoints: int,
+                   image_every: int = 0, eval_every: int = 0) -> None:
+    """Refuses loop settings that would lose the trained model or make no sense, in one line.
+
+    prefix: the config section the keys live in ('train' or 'prior'), for the message.
+    """
+    rules = [("num_steps", num_steps, 0, ""), ("log_every", log_every, 1, ""),
+             ("ckpt_every", ckpt_every, 1, " (the last step is always saved too)"),
+             ("keep_checkpoints", keep_checkpoints, 1, " (0 would keep no trained model)"),
+             ("image_every", image_every, 0, " (0 = off)"), ("eval_every", eval_every, 0, " (0 = off)")]
+    for key, value, low, why in rules:
+        if int(value) < low:
+            raise UserError(f"{prefix}.{key}={value} must be >= {low}{why}: set --config.{prefix}.{key}")
+
+
+@jax.jit
+def _nonfinite_count(tree) -> jax.Array:
+    """Number of NaN/inf entries over every floating-point leaf of a pytree (int32 scalar)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return sum((jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in leaves), jnp.zeros((), jnp.int32))
+
+
+def _last_good(ckpt: Checkpointer) -> str:
+    ckpt.wait()
+    step = ckpt.latest_step()
+    if step is None:
+        return "no checkpoint was saved before it"
+    return f"the last finite checkpoint is step {step} in {ckpt.directory} (the same command resumes from it)"
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return every > 0 and (step % every == 0 or step == last)
 
@@ -86,8 +124,21 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
     """Runs steps start_step+1 .. num_steps (state.step counts completed updates).
 
     Returns (final state, last host metrics). Saves at every `ckpt_every` step, at the end, and on
-    SIGTERM/SIGINT; raises NonFiniteLoss (after keeping the last good checkpoint) on NaN/inf.
+    SIGTERM/SIGINT (then raises Interrupted); raises NonFiniteLoss on a NaN/inf loss or state, keeping
+    the checkpoints (all finite) saved before; PeerLost when a collective with another process fails.
     """
+    try:
+        return _run(spec, state, start_step, ckpt, writer)
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() > 1:
+            raise PeerLost(f"another process of this {jax.process_count()}-process job stopped "
+                           f"({' '.join(str(e).split())[:200]}); rerun the whole job to resume from the last "
+                           "checkpoint") from e
+        raise
+
+
+def _run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
+         writer: metrics_lib.MetricWriter) -> tuple[Any, dict]:
     throughput = metrics_lib.Throughput(start_step, spec.num_steps, spec.items_per_step)
     throughput.mark(start_step)
     last: dict = {}
@@ -117,7 +168,13 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
             if want_log or want_ckpt:
                 # Metrics come to the host only here; a bad state is never checkpointed.
                 host = {k: float(v) for k, v in jax.device_get(pending).items()}
-                metrics_lib.check_finite(host, step, spec.finite_keys)
+                metrics_lib.check_finite(host, step, spec.finite_keys, last_good=_last_good(ckpt)
+                                         if any(not _finite(host[k]) for k in host) else "")
+                bad = int(_nonfinite_count(state))
+                if bad:
+                    raise metrics_lib.NonFiniteLoss(
+                        f"{bad} non-finite parameter/optimizer value(s) after step {step}; the run stopped; "
+                        f"{_last_good(ckpt)}: {metrics_lib.NAN_HINT}")
                 last = host
             if want_log:
                 rate, eta = throughput.mark(step)
@@ -132,7 +189,8 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
             if spec.on_eval is not None and _due(step, spec.eval_every, spec.num_steps):
                 extra = spec.on_eval(step, state) or {}
                 if extra:
-                    metrics_lib.check_finite(extra, step)
+                    metrics_lib.check_finite(extra, step, last_good=_last_good(ckpt)
+                                             if any(not _finite(v) for v in extra.values()) else "")
                     writer.write_scalars(step, extra)
                     last.update(extra)
             if spec.on_image is not None and _due(step, spec.image_every, spec.num_steps):
@@ -141,10 +199,15 @@ def run(spec: LoopSpec, state: Any, start_step: int, ckpt: Checkpointer,
                 ckpt.save(step, state, force=is_last or stopping)
             throughput.exclude(time.perf_counter() - t_hooks)
             if stopping:
-                name = signal.Signals(stop.received).name
-                print(f"{name} received: checkpoint saved at step {step}; run the same command to resume",
-                      flush=True)
                 break
     ckpt.wait()
     writer.flush()
+    if stop.received is not None:
+        name = signal.Signals(stop.received).name
+        raise Interrupted(stop.received, f"{name} received: checkpoint saved at step {step}; run the same "
+                                         "command to resume")
     return state, last
+
+
+def _finite(v) -> bool:
+    return math.isfinite(float(v))

@@ -20,15 +20,20 @@ log = logging.getLogger("vqgan_jax")
 
 
 class NonFiniteLoss(UserError):
-    """A loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+    """A loss or the state became NaN or inf; the run stops and keeps its last finite checkpoint."""
 
 
-def check_finite(metrics: Mapping[str, float], step: int, keys=None) -> None:
+NAN_HINT = "lower the learning rate, set --config.optim.grad_clip=1.0, or use float32"
+
+
+def check_finite(metrics: Mapping[str, float], step: int, keys=None, *, last_good: str = "") -> None:
+    """Raises NonFiniteLoss when a metric (of `keys`, default all) is NaN/inf. last_good: the clause
+    naming the last finite checkpoint, e.g. 'the last finite checkpoint is step 200 in DIR'."""
     bad = [k for k, v in metrics.items() if (keys is None or k in keys) and not math.isfinite(float(v))]
     if bad:
         raise NonFiniteLoss(
-            f"non-finite loss at step {step} ({', '.join(sorted(bad)[:4])}); the run stopped and the last good "
-            "checkpoint is kept: lower the learning rate, set --config.optim.grad_clip=1.0, or use float32")
+            f"non-finite loss at step {step} ({', '.join(sorted(bad)[:4])}); the run stopped"
+            f"{'; ' + last_good if last_good else ''}: {NAN_HINT}")
 
 
 class MetricWriter:
@@ -75,9 +80,49 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """All rows of a metrics.jsonl file (for tests, plots and evaluation)."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All rows of a metrics.jsonl file (for tests, plots and evaluation). A line that is not a JSON
+    object (the partial last line of a killed writer) is skipped with a warning."""
+    rows, bad = [], 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+            else:
+                bad += 1
+    if bad:
+        log.warning("warning: skipped %d unreadable line(s) of %s", bad, path)
+    return rows
+
+
+def keep_rows_until(path: str, step: int) -> int:
+    """Rewrites metrics.jsonl (atomically) without the rows after `step`, the steps a resumed run
+    trains again; returns how many rows were dropped. A missing file is left missing."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, errors="replace") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a partial line written by a killed process
+        if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+            kept.append(json.dumps(row) + "\n")
+    dropped = len(lines) - len(kept)
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
 
 
 class Throughput:

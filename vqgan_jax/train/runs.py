@@ -20,8 +20,11 @@ import ml_collections
 from vqgan_jax.errors import UserError
 
 STAGES = ("vqgan", "prior")
-# Sections that define the network: changing them under an existing checkpoint is an error.
-MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",)}
+# Config sections or dotted keys that define a part's parameters: changing them under an existing
+# checkpoint is an error. Everything else (steps, logging, learning rates, sampling defaults) may change
+# between runs, so a part can be trained longer or with other settings.
+MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"),
+                  "prior": ("prior.n_layer", "prior.n_head", "prior.n_embd", "prior.conditional")}
 # Keys added after run folders were first written, with the value an older config.json means.
 DEFAULTS = {"ops": "auto", "model.name": "vqgan"}
 
@@ -54,16 +57,29 @@ def config_to_dict(config) -> dict:
     return _as_plain(config)
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _defines_model(key: str, stage: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in MODEL_SECTIONS.get(stage, ()))
+
+
 def write_config(workdir: str, stage: str, config) -> None:
     """Writes DIR/STAGE/config.json atomically; refuses to change the network of an existing run."""
     path = config_path(workdir, stage)
     new = config_to_dict(config)
     if os.path.exists(path):
-        old = read_config_dict(workdir, stage)
+        old, now = _flatten(read_config_dict(workdir, stage)), _flatten(new)
         # A key the old file lacks was added to the code since; it is not a change of network.
-        changed = [f"{sec}.{k}" for sec in MODEL_SECTIONS[stage]
-                   for k in sorted(set(old.get(sec, {})) | set(new.get(sec, {})))
-                   if k in old.get(sec, {}) and old.get(sec, {}).get(k) != new.get(sec, {}).get(k)]
+        changed = [k for k in sorted(old) if _defines_model(k, stage) and k in now and old[k] != now[k]]
         if changed:
             raise UserError(
                 f"{path} was written for a different network ({', '.join(changed[:4])} changed); "
@@ -76,11 +92,23 @@ def write_config(workdir: str, stage: str, config) -> None:
 
 
 def read_config_dict(workdir: str, stage: str) -> dict:
+    """DIR/STAGE/config.json as a dict; UserError when it is missing, not JSON, or not a config."""
     path = config_path(workdir, stage)
     if not os.path.exists(path):
         raise UserError(f"{path} not found: is {workdir!r} a vqgan_jax run folder with a trained {stage} stage?")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged ({' '.join(str(e).split())[:80]}): restore it from a backup or "
+                        "rewrite it by training again with the same --config") from None
+    bad = ("it is not a JSON object" if not isinstance(config, dict) else
+           next((f"its '{k}' is not a section" for k in ("data", "model", "train")
+                 if k in config and not isinstance(config[k], dict)), None))
+    if bad:
+        raise UserError(f"{path} is not a vqgan_jax config ({bad}): restore it from a backup or rewrite it "
+                        "by training again with the same --config")
+    return config
 
 
 def with_defaults(config: dict) -> dict:

@@ -26,8 +26,8 @@ from vqgan_jax.models.gpt2 import GPT2LMHeadModel
 from vqgan_jax.nn.layers import dtype_from_name
 from vqgan_jax.sampling import prior as prior_sampling
 from vqgan_jax.train import loading, loop, optim, parallel, runs, setups
-from vqgan_jax.train.checkpoint import Checkpointer, abstract_like
-from vqgan_jax.train.metrics import MetricWriter
+from vqgan_jax.train.checkpoint import abstract_like
+from vqgan_jax.train.part import TrainingPart
 from vqgan_jax.train.state import PriorState
 from vqgan_jax.viz import images as images_lib
 
@@ -216,11 +216,19 @@ def vqgan_encoder(vq: loading.Loaded, flip: bool) -> Callable:
 
 def train(config, workdir: str) -> dict:
     """Trains (or resumes) the prior in DIR/prior on tokens encoded from DIR/vqgan."""
-    out = runs.stage_dir(workdir, "prior")
     p = config.prior
+    loop.check_settings("prior", num_steps=p.num_steps, log_every=p.log_every, ckpt_every=p.ckpt_every,
+                        keep_checkpoints=p.keep_checkpoints, image_every=p.image_every)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(p.batch_size, mesh)
     vq = loading.load_vqgan(workdir, mesh)
+    with TrainingPart(workdir, "prior", config, keep=p.keep_checkpoints, ckpt_every=p.ckpt_every,
+                      label="the prior") as part:
+        return _train(config, workdir, vq, mesh, part)
+
+
+def _train(config, workdir: str, vq: loading.Loaded, mesh, part: TrainingPart) -> dict:
+    out, p = part.dir, config.prior
     flip = bool(p.flip_tokens)
     encode_training_set(workdir, vq.config.data, vqgan_encoder(vq, flip), mesh, vq.step,
                         num_codes=int(vq.config.quantizer.num_codes), flip=flip)
@@ -241,21 +249,13 @@ def train(config, workdir: str) -> dict:
             setattr(p, key, int(getattr(gpt2_config, key)))
     else:
         gpt2_config = make_gpt2_config(p, tokens, seq_len)
-    if jax.process_index() == 0:
-        runs.write_config(workdir, "prior", config)
+    setup = PriorSetup.shared(p, tokens, gpt2_config, mesh, ops=config.ops)
+    state, start = part.start(setup.abstract_state, lambda: setup.init_state(p.seed, init_params))
+    if jax.process_index() == 0:  # after start(): config.json has accepted this network
         gpt2_config.to_json_file(loading.gpt2_config_path(workdir))
         with open(loading.prior_layout_path(workdir), "w") as f:
             json.dump({"num_codes": tokens.num_codes, "num_classes": tokens.num_classes, "grid": meta["grid"],
                        "seq_len": seq_len, "class_names": meta.get("class_names", [])}, f, indent=2)
-
-    setup = PriorSetup.shared(p, tokens, gpt2_config, mesh, ops=config.ops)
-    ckpt = Checkpointer(runs.checkpoint_dir(workdir, "prior"), keep=p.keep_checkpoints, save_every=p.ckpt_every)
-    start = ckpt.latest_step() or 0
-    if start:
-        state = ckpt.restore(setup.abstract_state(), start)
-        print(f"resuming the prior from step {start} in {out}", flush=True)
-    else:
-        state = setup.init_state(p.seed, init_params)
     if start >= p.num_steps:
         print(f"prior already trained to step {start} (prior.num_steps={p.num_steps}); nothing to do", flush=True)
         return {}
@@ -263,7 +263,7 @@ def train(config, workdir: str) -> dict:
     print(f"prior: GPT-2 {gpt2_config.n_layer}x{gpt2_config.n_embd} ({n_params / 1e6:.1f}M params), "
           f"{len(ids)} grids of {seq_len - 1} tokens, {'class-conditional' if num_classes else 'unconditional'}, "
           f"steps {start}->{p.num_steps}", flush=True)
-    writer = MetricWriter(out, enabled=jax.process_index() == 0)
+    writer = part.writer
 
     def on_image(step, state):
         n = max(jax.device_count(), 8)
@@ -285,9 +285,5 @@ def train(config, workdir: str) -> dict:
         ckpt_every=p.ckpt_every, image_every=p.image_every, items_per_step=p.batch_size * (seq_len - 1),
         rate_name="tokens_per_sec", rate_unit="tok/s", progress_keys=("loss", "accuracy"),
         finite_keys=("loss",), on_image=on_image if p.image_every > 0 else None)
-    try:
-        _, last = loop.run(spec, state, start, ckpt, writer)
-    finally:
-        ckpt.close()
-        writer.close()
+    _, last = loop.run(spec, state, start, part.ckpt, writer)
     return last

@@ -8,6 +8,7 @@ layers the models compute with are picked once, here, from the mesh's devices an
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 
@@ -18,8 +19,8 @@ import numpy as np
 from vqgan_jax import backends
 from vqgan_jax.models import patchgan, vqgan
 from vqgan_jax.train import loop, optim, parallel, runs, setups
-from vqgan_jax.train.checkpoint import Checkpointer, abstract_like
-from vqgan_jax.train.metrics import MetricWriter
+from vqgan_jax.train.checkpoint import abstract_like
+from vqgan_jax.train.part import TrainingPart
 from vqgan_jax.train.state import VQGANState, zero_lecam
 from vqgan_jax.trainers.vqgan_step import LossSettings, vqgan_train_step
 from vqgan_jax.viz import images as images_lib
@@ -132,70 +133,63 @@ def train(config, workdir: str) -> dict:
     # tf.data is imported where data is read, so the models, steps and benchmarks import without
     # TensorFlow (a GPU host that only benchmarks or samples need not install it).
     from vqgan_jax.data import pipeline as data_lib
+    t = config.train
+    loop.check_settings("train", num_steps=t.num_steps, log_every=t.log_every, ckpt_every=t.ckpt_every,
+                        keep_checkpoints=t.keep_checkpoints, image_every=t.image_every, eval_every=t.eval_every)
     out = runs.stage_dir(workdir, "vqgan")
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.train.batch_size, mesh)
+    parallel.check_batch_size(t.batch_size, mesh)
     info = data_lib.dataset_info(config.data)  # validates the data source before anything slow
     config.data.num_classes = int(info["num_classes"])
-    if jax.process_index() == 0:
-        runs.write_config(workdir, "vqgan", config)
-    setup = VQGANSetup.shared(config, mesh)
-    ckpt = Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), keep=config.train.keep_checkpoints,
-                        save_every=config.train.ckpt_every)
-    start = ckpt.latest_step() or 0
-    if start:
-        state = ckpt.restore(setup.abstract_state(), start)
-        print(f"resuming stage 1 from step {start} in {out}", flush=True)
-    else:
-        state = setup.init_state(config.train.seed)
-    t = config.train
-    if start >= t.num_steps:
-        print(f"stage 1 already trained to step {start} (train.num_steps={t.num_steps}); nothing to do", flush=True)
-        return {}
-    print(f"stage 1: {info['num_train']} training images ({info['num_eval']} held out), "
-          f"{len(jax.devices())} devices, batch {t.batch_size}, steps {start}->{t.num_steps}", flush=True)
+    with TrainingPart(workdir, "vqgan", config, keep=t.keep_checkpoints, ckpt_every=t.ckpt_every,
+                      label="stage 1") as part:
+        setup = VQGANSetup.shared(config, mesh)
+        state, start = part.start(setup.abstract_state, lambda: setup.init_state(t.seed))
+        if start >= t.num_steps:
+            print(f"stage 1 already trained to step {start} (train.num_steps={t.num_steps}); nothing to do",
+                  flush=True)
+            return {}
+        print(f"stage 1: {info['num_train']} training images ({info['num_eval']} held out), "
+              f"{len(jax.devices())} devices, batch {t.batch_size}, steps {start}->{t.num_steps}", flush=True)
 
-    pc, pi = jax.process_count(), jax.process_index()
-    train_ds = data_lib.make_dataset(config.data, split="train", global_batch_size=t.batch_size, seed=t.seed,
-                                     training=True, process_index=pi, process_count=pc, start_batch=start)
-    batches = data_lib.iterate_numpy(train_ds)
-    eval_ds = data_lib.make_dataset(config.data, split="eval", global_batch_size=t.batch_size, seed=t.seed,
-                                    training=False, process_index=pi, process_count=pc, repeat=True)
-    eval_iter = data_lib.iterate_numpy(eval_ds)
-    shown = next(data_lib.iterate_numpy(eval_ds))["image"][: t.num_image_rows]  # fixed pictures for grids
-    writer = MetricWriter(out, enabled=pi == 0)
+        pc, pi = jax.process_count(), jax.process_index()
+        train_ds = data_lib.make_dataset(config.data, split="train", global_batch_size=t.batch_size, seed=t.seed,
+                                         training=True, process_index=pi, process_count=pc, start_batch=start)
+        batches = data_lib.iterate_numpy(train_ds)
+        # The same held-out batches at every evaluation, in a straight run and after any resume.
+        eval_ds = data_lib.make_dataset(config.data, split="eval", global_batch_size=t.batch_size, seed=t.seed,
+                                        training=False, process_index=pi, process_count=pc, repeat=True)
+        held_out = list(itertools.islice(data_lib.iterate_numpy(eval_ds), max(int(t.eval_batches), 1)))
+        shown = held_out[0]["image"][: t.num_image_rows]  # fixed pictures for the grids
+        writer = part.writer
 
-    def on_image(step, state):
-        x_hat, _ = setup.reconstruct(state, shown)
-        picture = images_lib.originals_over_reconstructions(shown, np.asarray(x_hat))
-        if pi == 0:
-            images_lib.save_png(os.path.join(out, "images", f"step_{step:07d}.png"), picture)
-            writer.write_image(step, "reconstructions", picture)
+        def on_image(step, state):
+            x_hat, _ = setup.reconstruct(state, shown)
+            picture = images_lib.originals_over_reconstructions(shown, np.asarray(x_hat))
+            if pi == 0:
+                images_lib.save_png(os.path.join(out, "images", f"step_{step:07d}.png"), picture)
+                writer.write_image(step, "reconstructions", picture)
 
-    def on_eval(step, state):
-        l1, psnr, counts = [], [], np.zeros(config.quantizer.num_codes, np.int64)
-        for _ in range(t.eval_batches):
-            b = parallel.global_batch(next(eval_iter), mesh)
-            _, m = setup.reconstruct(state, b["image"])
-            m = jax.device_get(m)
-            l1.append(float(m["l1"]))
-            psnr.append(float(m["psnr"]))
-            counts += np.bincount(np.asarray(m["indices"]).ravel(), minlength=counts.size)
-        p = counts / max(counts.sum(), 1)
-        return {"eval/rec": float(np.mean(l1)), "eval/psnr": float(np.mean(psnr)),
-                "eval/usage": float((counts > 0).mean()),
-                "eval/perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))}
+        def on_eval(step, state):
+            l1, psnr, counts = [], [], np.zeros(config.quantizer.num_codes, np.int64)
+            for host_batch in held_out[: t.eval_batches]:
+                b = parallel.global_batch(host_batch, mesh)
+                _, m = setup.reconstruct(state, b["image"])
+                m = jax.device_get(m)
+                l1.append(float(m["l1"]))
+                psnr.append(float(m["psnr"]))
+                counts += np.bincount(np.asarray(m["indices"]).ravel(), minlength=counts.size)
+            p = counts / max(counts.sum(), 1)
+            return {"eval/rec": float(np.mean(l1)), "eval/psnr": float(np.mean(psnr)),
+                    "eval/usage": float((counts > 0).mean()),
+                    "eval/perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))}
 
-    spec = loop.LoopSpec(
-        step_fn=setup.step, batches=batches, seed_key=jax.random.PRNGKey(t.seed), mesh=mesh,
-        num_steps=t.num_steps, log_every=t.log_every, ckpt_every=t.ckpt_every, image_every=t.image_every,
-        eval_every=t.eval_every, items_per_step=t.batch_size,
-        progress_keys=("g/rec", "g/commit", "g/adv", "d/loss", "d_weight", "codebook/usage"),
-        finite_keys=("g/rec", "g/commit", "g/total", "d/loss", "g/perceptual"),
-        on_image=on_image, on_eval=on_eval)
-    try:
-        _, last = loop.run(spec, state, start, ckpt, writer)
-    finally:
-        ckpt.close()
-        writer.close()
+        spec = loop.LoopSpec(
+            step_fn=setup.step, batches=batches, seed_key=jax.random.PRNGKey(t.seed), mesh=mesh,
+            num_steps=t.num_steps, log_every=t.log_every, ckpt_every=t.ckpt_every, image_every=t.image_every,
+            eval_every=t.eval_every, items_per_step=t.batch_size,
+            progress_keys=("g/rec", "g/commit", "g/adv", "d/loss", "d_weight", "codebook/usage"),
+            finite_keys=("g/rec", "g/commit", "g/total", "d/loss", "g/perceptual"),
+            on_image=on_image, on_eval=on_eval)
+        _, last = loop.run(spec, state, start, part.ckpt, writer)
     return last
