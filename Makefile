@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup
 
 demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir $(DEMO_DIR)

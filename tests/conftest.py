@@ -28,10 +28,20 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A tiny run folder with stage 1 (4 steps) and a prior (4 steps) on `configs/demo.py:tiny`, trained
-    once per session and shared by the stage-2 and evaluation tests (read-only for them)."""
+    once per test session and shared by the stage-2 and evaluation tests (read-only for them). Under
+    pytest-xdist the workers share one copy: the first to get the lock trains it."""
+    import fcntl
+
     from configs import demo
     from vqgan_jax import trainers
-    work = str(tmp_path_factory.mktemp("run2"))
-    trainers.train("vqgan", demo.get_config("tiny"), work)
-    trainers.train("prior", demo.get_config("tiny"), work)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's base folder, common to every worker
+    work = str(shared / "shared_run")
+    with open(str(shared / "shared_run.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(work, "done")):
+            trainers.train("vqgan", demo.get_config("tiny"), work)
+            trainers.train("prior", demo.get_config("tiny"), work)
+            open(os.path.join(work, "done"), "w").close()
     return work
