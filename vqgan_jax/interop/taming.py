@@ -67,11 +67,11 @@ def _to_torch(value: np.ndarray, leaf: str) -> np.ndarray:
     return np.ascontiguousarray(value.transpose(3, 2, 0, 1)) if leaf == "kernel" else value
 
 
-def _paths(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
+def flat_paths(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
     return [(tuple(str(k.key) for k in p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def _unflatten(items: dict[tuple[str, ...], np.ndarray]) -> dict:
+def unflatten(items: dict[tuple[str, ...], np.ndarray]) -> dict:
     out: dict = {}
     for path, value in items.items():
         node = out
@@ -102,7 +102,7 @@ def _expect(sd: dict, name: str, shape: tuple, path: str, what: str) -> np.ndarr
 def vqgan_params(sd: dict[str, np.ndarray], abstract: dict, path: str) -> dict:
     """taming state_dict -> our VQGAN 'params' (float32 numpy), checked against `abstract` (its shapes)."""
     out, used = {}, set()
-    for p, leaf in _paths(abstract):
+    for p, leaf in flat_paths(abstract):
         name = torch_name(p)
         want = leaf.shape if p[-1] != "kernel" else (leaf.shape[3], leaf.shape[2], *leaf.shape[:2])
         out[p] = _to_flax(name, _expect(sd, name, want, path, "architecture in the YAML"), p[-1])
@@ -111,12 +111,12 @@ def vqgan_params(sd: dict[str, np.ndarray], abstract: dict, path: str) -> dict:
     if extra:
         raise UserError(f"{path} has weights the YAML's architecture has no place for ({', '.join(extra[:3])}"
                         f"{', ...' if len(extra) > 3 else ''}): does the YAML belong to this checkpoint?")
-    return _unflatten(out)
+    return unflatten(out)
 
 
 def vqgan_state_dict(params: dict) -> dict[str, np.ndarray]:
     """Our VQGAN 'params' -> taming state_dict entries (float32, OIHW convs)."""
-    return {torch_name(p): _to_torch(np.asarray(v), p[-1]) for p, v in _paths(params)}
+    return {torch_name(p): _to_torch(np.asarray(v), p[-1]) for p, v in flat_paths(params)}
 
 
 def _disc_layout(n_layers: int) -> dict[str, int]:
@@ -132,7 +132,7 @@ def disc_params(sd: dict[str, np.ndarray], abstract: dict, n_layers: int, path: 
     layout, out = _disc_layout(n_layers), {}
     pre = "loss.discriminator.main"
     what = "discriminator in the YAML"
-    for p, leaf in _paths(abstract):
+    for p, leaf in flat_paths(abstract):
         module, name = p[0], p[-1]
         i = layout[module]
         if module.startswith("conv"):
@@ -157,14 +157,14 @@ def disc_params(sd: dict[str, np.ndarray], abstract: dict, n_layers: int, path: 
             raise UserError(f"{path} has no BatchNorm or ActNorm statistics at {pre}.{i}: does the YAML's "
                             "disc_num_layers match the checkpoint?")
         out[p] = (scale if name == "scale" else shift).astype(np.float32)
-    return _unflatten(out)
+    return unflatten(out)
 
 
 def disc_state_dict(params: dict, n_layers: int) -> dict[str, np.ndarray]:
     """Our PatchDiscriminator(norm='affine') 'params' -> taming BatchNorm discriminator entries."""
     layout, sd = _disc_layout(n_layers), {}
     pre = "loss.discriminator.main"
-    for p, value in _paths(params):
+    for p, value in flat_paths(params):
         module, name = p[0], p[-1]
         i = layout[module]
         if module.startswith("conv"):

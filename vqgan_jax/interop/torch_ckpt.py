@@ -240,7 +240,7 @@ class _Writer:
     def tensor(self, a: np.ndarray):
         if a.dtype not in _STORAGE_NAMES:
             raise TypeError(f"no torch storage type for dtype {a.dtype}")
-        a = np.ascontiguousarray(a)
+        a = np.array(a, order="C")  # (ascontiguousarray would turn a 0-d array into shape (1,))
         key = str(len(self.storages))
         self.storages.append(a)
         strides = tuple(int(np.prod(a.shape[i + 1:], dtype=np.int64)) for i in range(a.ndim))

@@ -21,6 +21,7 @@ from vqgan_jax.train import loop, optim, parallel, runs, setups
 from vqgan_jax.train.checkpoint import Checkpointer, abstract_like
 from vqgan_jax.train.metrics import MetricWriter
 from vqgan_jax.train.state import VQGANState, zero_lecam
+from vqgan_jax.trainers import init_from
 from vqgan_jax.trainers.vqgan_step import LossSettings, vqgan_train_step
 from vqgan_jax.viz import images as images_lib
 
@@ -137,17 +138,23 @@ def train(config, workdir: str) -> dict:
     parallel.check_batch_size(config.train.batch_size, mesh)
     info = data_lib.dataset_info(config.data)  # validates the data source before anything slow
     config.data.num_classes = int(info["num_classes"])
+    if config.get("init_from"):
+        init_from.adopt_network(config, workdir)  # the source's architecture comes with its weights
     if jax.process_index() == 0:
         runs.write_config(workdir, "vqgan", config)
     setup = VQGANSetup.shared(config, mesh)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), keep=config.train.keep_checkpoints,
                         save_every=config.train.ckpt_every)
-    start = ckpt.latest_step() or 0
-    if start:
+    latest = ckpt.latest_step()  # a converted run's checkpoint is step 0: restore it too
+    start = latest or 0
+    if latest is not None:
         state = ckpt.restore(setup.abstract_state(), start)
         print(f"resuming stage 1 from step {start} in {out}", flush=True)
     else:
         state = setup.init_state(config.train.seed)
+        if config.get("init_from"):
+            state = init_from.load_weights(state, setup, str(config.init_from))
+            print(f"stage 1 starts from the weights of {config.init_from}", flush=True)
     t = config.train
     if start >= t.num_steps:
         print(f"stage 1 already trained to step {start} (train.num_steps={t.num_steps}); nothing to do", flush=True)
