@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
+
 from vqgan_jax.errors import UserError
 from vqgan_jax.train import parallel, runs
 from vqgan_jax.train.checkpoint import Checkpointer, abstract_like
@@ -43,6 +46,8 @@ def load_weights(state, setup, source: str):
         raise UserError(f"config.init_from={source}: {e}; fine-tune at the source's data.image_size when its "
                         "attention placement depends on it") from None
     g = restored["g_params"]
+    # The EMA starts as a copy in its own buffers: the step donates its state, and one buffer donated
+    # twice (as g_params and as ema_params) crashes the call.
     return state.replace(g_params=g, d_params=restored["d_params"],
                          vq_stats=restored.get("vq_stats", state.vq_stats),
-                         ema_params=g if setup.ema_decay > 0 else state.ema_params)
+                         ema_params=jax.tree.map(jnp.copy, g) if setup.ema_decay > 0 else state.ema_params)
