@@ -81,8 +81,8 @@ def test_run_folder_config_comes_from_the_yaml(converted):
 
 
 def test_export_then_import_is_the_identity(converted, tmp_path):
-    out = str(tmp_path / "back.ckpt")
-    ckpt, yaml_path = convert.export_taming(converted, out)
+    ckpt, yaml_path = str(tmp_path / "back.ckpt"), str(tmp_path / "back.yaml")
+    assert convert.main(["to-taming", "--workdir", converted, "--out", ckpt]) == 0
     exported = torch_ckpt.state_dict_of(torch_ckpt.read_checkpoint(ckpt), ckpt)
     original = torch_ckpt.state_dict_of(torch_ckpt.read_checkpoint(CKPT), CKPT)
     expected_keys = {k for k in original if not k.startswith("loss.perceptual_loss.")}

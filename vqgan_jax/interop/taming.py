@@ -57,7 +57,7 @@ def torch_name(path: tuple[str, ...]) -> str:
     return ".".join([_module_name(s) for s in modules] + ["bias" if leaf == "bias" else "weight"])
 
 
-def _to_flax(name: str, value: np.ndarray, leaf: str) -> np.ndarray:
+def _to_flax(value: np.ndarray, leaf: str) -> np.ndarray:
     value = np.asarray(value, np.float32)
     return value.transpose(2, 3, 1, 0) if leaf == "kernel" and value.ndim == 4 else value
 
@@ -105,7 +105,7 @@ def vqgan_params(sd: dict[str, np.ndarray], abstract: dict, path: str) -> dict:
     for p, leaf in flat_paths(abstract):
         name = torch_name(p)
         want = leaf.shape if p[-1] != "kernel" else (leaf.shape[3], leaf.shape[2], *leaf.shape[:2])
-        out[p] = _to_flax(name, _expect(sd, name, want, path, "architecture in the YAML"), p[-1])
+        out[p] = _to_flax(_expect(sd, name, want, path, "architecture in the YAML"), p[-1])
         used.add(name)
     extra = sorted(k for k in sd if k.startswith(_PARTS) and k not in used)
     if extra:
@@ -138,7 +138,7 @@ def disc_params(sd: dict[str, np.ndarray], abstract: dict, n_layers: int, path: 
         if module.startswith("conv"):
             if name == "kernel":
                 shape = (leaf.shape[3], leaf.shape[2], *leaf.shape[:2])
-                out[p] = _to_flax("", _expect(sd, f"{pre}.{i}.weight", shape, path, what), "kernel")
+                out[p] = _to_flax(_expect(sd, f"{pre}.{i}.weight", shape, path, what), "kernel")
             else:
                 out[p] = np.asarray(_expect(sd, f"{pre}.{i}.bias", leaf.shape, path, what), np.float32)
             continue

@@ -167,7 +167,8 @@ def read_checkpoint(path: str) -> Any:
         archive = _Archive(zf, pkls[0][: -len("data.pkl")], path)
         try:
             return _RestrictedUnpickler(io.BytesIO(zf.read(pkls[0])), archive).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError, AttributeError,
+                IndexError) as e:
             raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
 
 
