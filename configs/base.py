@@ -13,6 +13,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Which layers compute the models: 'auto' (the XLA:CPU backend's on a mesh of CPUs, flax's own
     # elsewhere), 'plain' (flax's everywhere) or 'xla_cpu'. Parameters are the same either way.
     c.ops = "auto"
+    # Stage 1 starts from another run folder's weights (e.g. a converted taming / dalle-mini VQGAN, see
+    # docs/pretrained.md); its model, quantizer and disc sections replace this config's. "" = from scratch.
+    c.init_from = ""
 
     # ---- data ---------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
@@ -55,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.disc = dd = ml_collections.ConfigDict()
     dd.ndf = 64
     dd.n_layers = 3
-    dd.norm = "group"             # group | none (never batch norm: no mutable batch statistics)
+    dd.norm = "group"             # group | none | affine (imported taming discriminators; never batch statistics)
 
     # ---- losses -------------------------------------------------------------------------------
     c.loss = l = ml_collections.ConfigDict()

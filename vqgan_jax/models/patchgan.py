@@ -2,8 +2,10 @@
 `from_config` to build it from the `disc` config section. Plain Flax; `conv` and `norm` are injectable
 layer constructors (see `vqgan_jax.nn.layers`).
 
-BatchNorm is replaced by GroupNorm or nothing, so the discriminator has no mutable batch statistics and
-its output for an image never depends on the rest of the batch.
+BatchNorm is replaced by GroupNorm, a per-channel affine map, or nothing, so the discriminator has no mutable
+batch statistics and its output for an image never depends on the rest of the batch. The affine map
+('affine') is what a taming discriminator becomes on import: its BatchNorm in eval mode (running statistics
+folded in) or its ActNorm, exactly (`vqgan_jax.interop.taming`).
 """
 from typing import Any
 
@@ -15,7 +17,19 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.nn.layers import ModuleDef, conv, dtype_from_name, normalize
 
 Dtype = Any
-NORMS = ("group", "none")
+NORMS = ("group", "none", "affine")
+
+
+class ChannelAffine(nn.Module):
+    """x * scale + bias per channel: x (..., C) -> (..., C) in `dtype`; params 'scale' (C,) ones, 'bias' (C,)
+    zeros (the names GroupNorm's affine uses)."""
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+        return (x * scale.astype(self.dtype) + bias.astype(self.dtype)).astype(self.dtype)
 
 
 class PatchDiscriminator(nn.Module):
@@ -23,7 +37,7 @@ class PatchDiscriminator(nn.Module):
 
     conv4x4 s2 + leaky_relu(0.2); (n_layers - 1) x [conv4x4 s2 (ndf * min(2^n, 8) channels) + norm + leaky];
     conv4x4 s1 + norm + leaky; conv4x4 s1 -> 1 channel; all with padding 1 (64px, n_layers 3 -> 6x6).
-    Convs followed by a GroupNorm have no bias (the norm's own bias replaces it).
+    Convs followed by a norm have no bias (the norm's own bias replaces it).
     """
     ndf: int = 64
     n_layers: int = 3
@@ -38,13 +52,15 @@ class PatchDiscriminator(nn.Module):
         if self.norm not in NORMS:
             raise UserError(f"unknown discriminator norm {self.norm!r}: use one of {NORMS}")
         pad = ((1, 1), (1, 1))
-        use_norm = self.norm == "group"
+        use_norm = self.norm != "none"
 
         def block(h, features, stride, i):
             h = conv(self.conv, features, 4, self.dtype, f"conv_{i}", stride=stride, padding=pad,
                      use_bias=not use_norm)(h)
-            if use_norm:
+            if self.norm == "group":
                 h = normalize(self.norm_layer, features, self.dtype, f"norm_{i}")(h)
+            elif self.norm == "affine":
+                h = ChannelAffine(self.dtype, name=f"norm_{i}")(h)
             return nn.leaky_relu(h, 0.2)
 
         h = nn.leaky_relu(conv(self.conv, self.ndf, 4, self.dtype, "conv_0", stride=2, padding=pad)(x), 0.2)

@@ -22,6 +22,7 @@ from vqgan_jax.train import loop, optim, parallel, runs, setups
 from vqgan_jax.train.checkpoint import abstract_like
 from vqgan_jax.train.part import TrainingPart
 from vqgan_jax.train.state import VQGANState, zero_lecam
+from vqgan_jax.trainers import init_from
 from vqgan_jax.trainers.vqgan_step import LossSettings, vqgan_train_step
 from vqgan_jax.viz import images as images_lib
 
@@ -141,10 +142,20 @@ def train(config, workdir: str) -> dict:
     parallel.check_batch_size(t.batch_size, mesh)
     info = data_lib.dataset_info(config.data)  # validates the data source before anything slow
     config.data.num_classes = int(info["num_classes"])
+    if config.get("init_from"):
+        init_from.adopt_network(config, workdir)  # the source's architecture comes with its weights
     with TrainingPart(workdir, "vqgan", config, keep=t.keep_checkpoints, ckpt_every=t.ckpt_every,
                       label="stage 1") as part:
         setup = VQGANSetup.shared(config, mesh)
-        state, start = part.start(setup.abstract_state, lambda: setup.init_state(t.seed))
+
+        def fresh_state():
+            state = setup.init_state(t.seed)
+            if config.get("init_from"):
+                state = init_from.load_weights(state, setup, str(config.init_from))
+                print(f"stage 1 starts from the weights of {config.init_from}", flush=True)
+            return state
+
+        state, start = part.start(setup.abstract_state, fresh_state)
         if start >= t.num_steps:
             print(f"stage 1 already trained to step {start} (train.num_steps={t.num_steps}); nothing to do",
                   flush=True)
