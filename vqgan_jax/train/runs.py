@@ -5,6 +5,7 @@
     DIR/vqgan/metrics.jsonl    one JSON row per log step     DIR/prior/metrics.jsonl
     DIR/vqgan/images/*.png     originals over reconstructions
     DIR/vqgan/tb/              TensorBoard events            DIR/tokens/             token shards
+    DIR/dcgan/...              a DCGAN (no stages): the same files; images/ holds fixed-noise grids
 
 A run folder is self-describing (nanoGPT's habit): the config saved beside the checkpoints is enough
 to rebuild the models, so `sample.py --workdir DIR` needs nothing else.
@@ -19,11 +20,11 @@ import ml_collections
 
 from vqgan_jax.errors import UserError
 
-STAGES = ("vqgan", "prior")
+STAGES = ("vqgan", "prior", "dcgan")
 # Sections that define the network: changing them under an existing checkpoint is an error.
-MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",)}
+MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",), "dcgan": ("model",)}
 # Keys added after run folders were first written, with the value an older config.json means.
-DEFAULTS = {"ops": "auto", "model.name": "vqgan"}
+DEFAULTS = {"ops": "auto", "model.name": "vqgan", "data.channels": 3}
 
 
 def stage_dir(workdir: str, stage: str) -> str:
