@@ -112,6 +112,7 @@ class DCGANSetup:
         self.z_dim = int(config.model.z_dim)
         self.channels = int(config.data.channels)
         self.image_size = int(config.data.image_size)
+        dcgan.num_upsamplings(self.image_size)  # a size the architecture cannot make fails here, in one line
         gan.d_loss(jnp.zeros(1), jnp.zeros(1), config.loss.kind)  # an unknown kind fails here, in one line
         o = config.optim
         self.g_tx = optim.adam(o.g_lr, b1=o.b1, b2=o.b2)
