@@ -99,35 +99,37 @@ class StyleTransfer:
         """(content features (B, h, w, C) at s.content_layer, {style layer: Gram float32 (1, C, C)})."""
         return self._targets_jit(self.params, content, style, s.content_layer, tuple(s.style_layers))
 
-    def loss_terms(self, x: jax.Array, content_target, style_grams: dict, s: StyleSettings) -> dict:
-        """x float (B, H, W, 3) in [0, 1] -> {'content', 'style', 'tv', 'total'}: weighted float32 (B,) each."""
+    def loss_terms(self, x: jax.Array, content_target, style_grams: dict, s: StyleSettings,
+                   weights: jax.Array | None = None) -> dict:
+        """x float (B, H, W, 3) in [0, 1] -> {'content', 'style', 'tv', 'total'}: weighted float32 (B,) each.
+        weights: float32 (3,) (content, style, tv) weights; default s's."""
+        w = settings_weights(s) if weights is None else weights
         f = self.features(x)
-        content = s.content_weight * style_losses.content_loss(f[s.content_layer], content_target)
-        style = s.style_weight * sum(style_losses.style_loss(f[k], g) for k, g in style_grams.items())
-        tv = s.tv_weight * style_losses.total_variation(x)
+        content = w[0] * style_losses.content_loss(f[s.content_layer], content_target)
+        style = w[1] * sum(style_losses.style_loss(f[k], g) for k, g in style_grams.items())
+        tv = w[2] * style_losses.total_variation(x)
         return {"content": content, "style": style, "tv": tv, "total": content + style + tv}
 
-    def _optimizer(self, s: StyleSettings) -> optax.GradientTransformation:
-        return optax.lbfgs() if s.optimizer == "lbfgs" else optax.adam(s.lr)
-
     @functools.lru_cache(maxsize=8)
-    def _chunk_fn(self, s: StyleSettings):
-        """A jitted (x, opt_state, content_target, style_grams, n) -> (x, opt_state, loss terms) that runs n
-        steps on every image of the batch, each image its own problem (vmap)."""
-        tx = self._optimizer(s)
+    def _chunk_fn(self, optimizer: str, lr: float, content_layer: str, style_layers: tuple):
+        """A jitted (x, opt_state, content_target, style_grams, weights, n) -> (x, opt_state, loss terms) that
+        runs n steps on every image of the batch, each image its own problem (vmap). Steps, weights and
+        the starting image are arguments, so one compiled program serves every call with these shapes."""
+        s = StyleSettings(optimizer=optimizer, lr=lr, content_layer=content_layer, style_layers=style_layers)
+        tx = _optimizer(s)
         batch = parallel.batch_sharding(self.mesh)
         rep = parallel.replicated(self.mesh)
 
-        def one_image(x, opt_state, content_target, style_grams, n):
+        def one_image(x, opt_state, content_target, style_grams, weights, n):
             def loss_fn(xi):  # one image (H, W, 3) -> scalar
-                return self.loss_terms(xi[None], content_target[None], style_grams, s)["total"][0]
+                return self.loss_terms(xi[None], content_target[None], style_grams, s, weights)["total"][0]
 
-            value_and_grad = optax.value_and_grad_from_state(loss_fn) if s.optimizer == "lbfgs" \
+            value_and_grad = optax.value_and_grad_from_state(loss_fn) if optimizer == "lbfgs" \
                 else jax.value_and_grad(loss_fn)
 
             def body(_, carry):
                 xi, state = carry
-                if s.optimizer == "lbfgs":
+                if optimizer == "lbfgs":
                     value, grad = value_and_grad(xi, state=state)
                     updates, state = tx.update(grad, state, xi, value=value, grad=grad, value_fn=loss_fn)
                 else:
@@ -136,11 +138,11 @@ class StyleTransfer:
                 return optax.apply_updates(xi, updates), state
 
             x, opt_state = jax.lax.fori_loop(0, n, body, (x, opt_state))
-            terms = self.loss_terms(x[None], content_target[None], style_grams, s)
+            terms = self.loss_terms(x[None], content_target[None], style_grams, s, weights)
             return x, opt_state, {k: v[0] for k, v in terms.items()}
 
-        vmapped = jax.vmap(one_image, in_axes=(0, 0, 0, None, None))
-        return jax.jit(vmapped, in_shardings=(batch, batch, batch, rep, rep),
+        vmapped = jax.vmap(one_image, in_axes=(0, 0, 0, None, None, None))
+        return jax.jit(vmapped, in_shardings=(batch, batch, batch, rep, rep, rep),
                        out_shardings=(batch, batch, batch), donate_argnums=(0, 1))
 
     def init_image(self, content: np.ndarray, s: StyleSettings) -> np.ndarray:
@@ -166,20 +168,33 @@ class StyleTransfer:
             raise ValueError(f"batch {content.shape[0]} is not a multiple of the {self.mesh.devices.size} devices")
         content_target, grams = self.targets(jnp.asarray(content), jnp.asarray(style), s)
         x = jnp.asarray(self.init_image(content, s) if start is None else start, jnp.float32)
-        tx = self._optimizer(s)
-        opt_state = jax.vmap(tx.init)(x)
-        fn = self._chunk_fn(s)
+        opt_state = jax.vmap(_optimizer(s).init)(x)
+        fn = self._chunk_fn(s.optimizer, float(s.lr), s.content_layer, tuple(s.style_layers))
+        # Place every argument where the compiled program wants it: images on `data`, the style replicated.
+        batch, rep = parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh)
+        x, opt_state, content_target = jax.device_put((x, opt_state, content_target), batch)
+        grams, w = jax.device_put((grams, settings_weights(s)), rep)
         done, per_call = 0, steps_per_call if steps_per_call > 0 else max(s.steps, 1)
-        x, opt_state, terms = fn(x, opt_state, content_target, grams, 0)  # compiles; the losses at the start
+        x, opt_state, terms = fn(x, opt_state, content_target, grams, w, 0)  # the losses at the start
         if on_chunk is not None:
             on_chunk(0, np.asarray(x), jax.device_get(terms))
         while done < s.steps:
             n = min(per_call, s.steps - done)
-            x, opt_state, terms = fn(x, opt_state, content_target, grams, n)
+            x, opt_state, terms = fn(x, opt_state, content_target, grams, w, n)
             done += n
             if on_chunk is not None:
                 on_chunk(done, np.asarray(x), jax.device_get(terms))
         return np.clip(np.asarray(x), 0.0, 1.0), jax.device_get(terms)
+
+
+def settings_weights(s: StyleSettings) -> jax.Array:
+    """float32 (3,): the content, style and TV weights."""
+    return jnp.asarray([s.content_weight, s.style_weight, s.tv_weight], jnp.float32)
+
+
+def _optimizer(s: StyleSettings) -> optax.GradientTransformation:
+    """optax's L-BFGS (zoom line search, memory 10) or Adam(s.lr)."""
+    return optax.lbfgs() if s.optimizer == "lbfgs" else optax.adam(s.lr)
 
 
 def scale_sizes(size: int, scales: int) -> list[int]:
