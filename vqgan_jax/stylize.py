@@ -7,7 +7,8 @@
     python -m vqgan_jax.stylize --content photo.jpg --style painting.jpg --out sweep.png --sweep 1e4,1e5,1e6
 
 A single content image keeps its aspect ratio (long side --size); a folder's images are centre-cropped
-squares of --size, stylised together as one batch sharded over the devices. --strip also writes
+squares of --size; the style image is scaled to the content's short side at every scale. A folder is
+stylised as one batch sharded over the devices. --strip also writes
 OUT_strip.png: the image every --steps/8 steps, side by side. --sweep writes one grid, one image per style
 weight. Bad input (missing or unreadable images, an empty folder, a size too small for VGG16, an output
 that exists without --overwrite) is one line on stderr and exit status 2.
@@ -77,7 +78,7 @@ def stylize(args, printer=print) -> list[str]:
     else:
         content = style_io.load(args.content, args.size)[None]
         names = [os.path.basename(args.out)]
-    style_full = style_io.load(args.style, args.size)[None]
+    style_full = style_io.load(args.style, 2 * args.size)[None]  # room to scale it down to each scale
     weights = [float(w) for w in args.sweep.split(",") if w.strip()] if args.sweep else [settings.style_weight]
     if args.sweep and is_folder:
         raise UserError("--sweep takes one content image, not a folder")
@@ -87,8 +88,8 @@ def stylize(args, printer=print) -> list[str]:
         raise UserError(f"{existing[0]} exists: pass --overwrite to replace it, or choose another --out")
     h, w = content.shape[1:3]
     shapes = [(max(1, round(h * s / max(h, w))), max(1, round(w * s / max(h, w)))) for s in sizes]
-    for shape in shapes:
-        st.check_size(*shape, f"the content image at {shape[0]}x{shape[1]}")
+    for i, shape in enumerate(shapes):
+        st.check_size(*shape, f"the content image at scale {i + 1} of {len(shapes)}")
 
     engine = st.StyleTransfer()
     n_dev = engine.mesh.devices.size
@@ -101,7 +102,7 @@ def stylize(args, printer=print) -> list[str]:
         x, frames = None, []
         for i, shape in enumerate(shapes):
             c = st.resize(content, *shape)
-            ss = style_io.fit_long_side(style_full, max(shape))
+            ss = style_io.fit_short_side(style_full, min(shape))  # the style's scale follows the content's
             start = None if x is None else st.resize(x, *shape)
             label = (f"[weight {weight:g}] " if args.sweep else "") + f"scale {i + 1}/{len(shapes)} {shape[0]}x{shape[1]}"
             base = (k * len(shapes) + i) * s.steps

@@ -48,12 +48,12 @@ def list_images(folder: str) -> list[str]:
     return files
 
 
-def fit_long_side(images: np.ndarray, long_side: int) -> np.ndarray:
-    """float32 (B, H, W, 3) in [0, 1] -> the same with its long side resized to long_side (Lanczos)."""
+def fit_short_side(images: np.ndarray, short_side: int) -> np.ndarray:
+    """float32 (B, H, W, 3) in [0, 1] -> the same with its short side resized to short_side (Lanczos)."""
     out = []
     for x in images:
         h, w = x.shape[:2]
-        scale = long_side / max(h, w)
+        scale = short_side / min(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         if size == (w, h):
             out.append(np.asarray(x, np.float32))
