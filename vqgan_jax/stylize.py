@@ -104,7 +104,8 @@ def stylize(args, printer=print) -> list[str]:
             c = st.resize(content, *shape)
             ss = style_io.fit_short_side(style_full, min(shape))  # the style's scale follows the content's
             start = None if x is None else st.resize(x, *shape)
-            label = (f"[weight {weight:g}] " if args.sweep else "") + f"scale {i + 1}/{len(shapes)} {shape[0]}x{shape[1]}"
+            label = ((f"[weight {weight:g}] " if args.sweep else "")
+                     + f"scale {i + 1}/{len(shapes)} {shape[0]}x{shape[1]}")
             base = (k * len(shapes) + i) * s.steps
             every = max(1, s.steps // STRIP_FRAMES) if args.strip else max(1, s.steps // 10)
 

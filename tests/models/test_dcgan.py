@@ -75,7 +75,8 @@ def test_eval_mode_uses_running_averages_and_is_per_image():
 
 
 def test_class_conditioning_changes_the_output():
-    g, d = Generator(image_size=16, channels=3, ngf=4, num_classes=5), Discriminator(image_size=16, ndf=4, num_classes=5)
+    g = Generator(image_size=16, channels=3, ngf=4, num_classes=5)
+    d = Discriminator(image_size=16, ndf=4, num_classes=5)
     z = jnp.zeros((2, 8))  # only the class embedding differs between the two rows
     gv = g.init(jax.random.PRNGKey(0), z, jnp.zeros((2,), jnp.int32))
     a = g.apply(gv, z, jnp.array([0, 1]))

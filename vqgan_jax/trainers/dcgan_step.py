@@ -139,8 +139,8 @@ class DCGANSetup:
         g = self.gen.init(k_g, z, labels, train=False)
         d = self.disc.init(k_d, x, labels, train=False)
         return DCGANState(step=jnp.zeros((), jnp.int32), g_params=g["params"], d_params=d["params"],
-                          g_stats=g.get("batch_stats", {}), d_stats=d.get("batch_stats", {}), g_opt=self.g_tx.init(g["params"]),
-                          d_opt=self.d_tx.init(d["params"]),
+                          g_stats=g.get("batch_stats", {}), d_stats=d.get("batch_stats", {}),
+                          g_opt=self.g_tx.init(g["params"]), d_opt=self.d_tx.init(d["params"]),
                           ema_params=g["params"] if self.ema_decay > 0 else {})
 
     def init_state(self, seed: int) -> DCGANState:
