@@ -5,6 +5,7 @@
     python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
     python sample.py --workdir runs/f64 --codebook --out codebook.png
     python sample.py --workdir runs/f64 --training_pictures --out runs/f64/pictures
+    python sample.py --workdir runs/dcgan --num 64 --out samples/ --seed 0     # a DCGAN run [--label 3]
 
 Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
 default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
@@ -34,6 +35,12 @@ _TRAINING = flags.DEFINE_bool("training_pictures", False, "Write the training pi
 flags.mark_flags_as_required(["workdir", "out"])
 
 
+def _is_dcgan_run(workdir: str) -> bool:
+    """A DCGAN run folder (DIR/dcgan, no prior): its generator samples."""
+    import os
+    return os.path.isdir(os.path.join(workdir, "dcgan")) and not os.path.isdir(os.path.join(workdir, "prior"))
+
+
 def main(argv):
     from vqgan_jax import cli
     cli.reject_extra_args(argv)
@@ -55,6 +62,11 @@ def main(argv):
             from vqgan_jax.viz import training
             for name, path in training.write_training_pictures(_WORKDIR.value, _OUT.value).items():
                 print(f"{name}: {path}")
+        elif _is_dcgan_run(_WORKDIR.value):
+            from vqgan_jax.sampling import dcgan
+            paths = dcgan.write_samples(_WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value,
+                                        batch_size=_BATCH.value, label=_LABEL.value)
+            print(f"wrote {len(paths)} images and grid.png to {_OUT.value}")
         else:
             from vqgan_jax.sampling import draw
             paths = draw.write_samples(

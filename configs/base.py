@@ -25,6 +25,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     d.train_split = "train"       # TFDS split names (folders use eval_fraction instead)
     d.eval_split = "test"
     d.image_size = 64
+    d.channels = 3                # 3 = RGB; 1 = grayscale (images converted to one channel, e.g. MNIST)
     d.class_filter = ""           # keep one class: a name ("telephone") or an id ("86"); "" keeps all
     d.eval_fraction = 0.05        # folders: fraction held out by a hash of the file name
     d.random_flip = True

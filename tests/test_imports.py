@@ -10,7 +10,7 @@ PACKAGE_DIR = os.path.dirname(vqgan_jax.__file__)
 # `evaluate`, `inception`) may import anything; `errors` imports nothing of ours.
 LAYERS = ["errors", "nn", "models", "interop", "losses", "backends", "data", "train", "viz", "sampling",
           "trainers", "eval"]
-TOP_LEVEL_ENTRY_POINTS = {"cli", "evaluate", "inception", "convert"}
+TOP_LEVEL_ENTRY_POINTS = {"cli", "evaluate", "inception", "convert", "stylize"}
 
 
 def _modules():

@@ -4,8 +4,9 @@ Every source ends in the same pipeline, per process:
     elements of this process's shard (paths, encoded bytes or uint8 pixels, with int32 labels; the
     shard is cut before anything is shuffled or decoded, equal in size on every process)
     -> [train] epoch e = the shard shuffled with a seed from (seed, e) -> [train, or repeat=True] repeat
-    -> decode to RGB -> crop the largest centred (eval) or random (train) square -> resize it to
-       image_size x image_size (bicubic, antialiased) -> [train] random horizontal flip -> [-1, 1]
+    -> decode to RGB (grayscale when data.channels=1) -> crop the largest centred (eval) or random (train)
+       square -> resize it to image_size x image_size (bicubic, antialiased)
+    -> [train] random horizontal flip -> [-1, 1]
     -> batch (drop_remainder) -> prefetch
 Random crops and flips use stateless ops seeded by (seed, element position in the stream), so a pipeline
 is a pure function of its seed (same seed, same batches; each epoch new orders and augmentations), and
@@ -88,15 +89,25 @@ def _square_resize(image: tf.Tensor, size: int, seed: tf.Tensor | None) -> tf.Te
     return tf.clip_by_value(resized, 0.0, 255.0)                        # bicubic overshoots at edges
 
 
-def _prepare(index, element, *, kind: str, size: int, seed: int, training: bool, flip: bool):
-    """One element -> {'image': float32 (size, size, 3) in [-1, 1], 'label': int32 ()}."""
+def channels_of(data_cfg) -> int:
+    """data.channels (3 when a config predates the key); UserError unless 1 or 3."""
+    channels = int(data_cfg.get("channels", 3))
+    if channels not in (1, 3):
+        raise UserError(f"data.channels={channels}: use 3 (RGB) or 1 (grayscale)")
+    return channels
+
+
+def _prepare(index, element, *, kind: str, size: int, seed: int, training: bool, flip: bool, channels: int = 3):
+    """One element -> {'image': float32 (size, size, channels) in [-1, 1], 'label': int32 ()}."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
         tf.stack([tf.constant(seed, tf.int64), index]), 2))
     if kind == "pixels":
         image = tf.cast(element["image"], tf.float32)                   # already (size, size, 3)
+        if channels == 1:
+            image = tf.image.rgb_to_grayscale(image)                    # ITU-R 601 luma, (size, size, 1)
     else:
         data = tf.io.read_file(element["image"]) if kind == "path" else element["image"]
-        image = _square_resize(_decode_file(data), size, crop_seed if training else None)
+        image = _square_resize(_decode_file(data, channels), size, crop_seed if training else None)
     if training and flip:
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         image = tf.cond(mirror, lambda: image[:, ::-1], lambda: image)
@@ -108,8 +119,8 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
                  start_batch: int = 0) -> tf.data.Dataset:
     """This process's batches of a split.
 
-    Yields {'image': float32 (b, S, S, 3) in [-1, 1], 'label': int32 (b,)} with b = global_batch_size //
-    process_count and S = data_cfg.image_size; the last partial batch is dropped. training=True: seeded
+    Yields {'image': float32 (b, S, S, C) in [-1, 1] (C = data_cfg.channels: 3, or 1 for grayscale),
+    'label': int32 (b,)} with b = global_batch_size // process_count and S = data_cfg.image_size; the last partial batch is dropped. training=True: seeded
     shuffle (epoch e's order is a function of (seed, e)), random crop, random flip if
     data_cfg.random_flip, repeats forever. training=False: centre crop, file order, no flip, one pass
     unless repeat=True. Processes read disjoint, equally sized shards. start_batch=k starts at the
@@ -132,6 +143,7 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
         raise ValueError(f"start_batch must be >= 0, got {start_batch}")
     batch = global_batch_size // process_count
     repeat = training if repeat is None else repeat
+    channels = channels_of(data_cfg)
 
     if data_cfg.source == "synthetic":
         shard = _synthetic_shard(data_cfg, split, process_index, process_count)
@@ -163,7 +175,7 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
     # The element position (counted from the stream's start) seeds that element's crop and flip.
     ds = ds.map(
         functools.partial(_prepare, kind=shard.kind, size=data_cfg.image_size, seed=seed,
-                          training=training, flip=training and data_cfg.random_flip),
+                          training=training, flip=training and data_cfg.random_flip, channels=channels),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # No ignore_errors: the folder scan decodes every file first, and dropping a batch element here
     # would shift every later batch (a resumed run would then differ from a straight one).
@@ -186,12 +198,13 @@ def iterate_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
         raise UserError(f"cannot read an image of the data set ({message}): remove or replace that file") from None
 
 
-def _decode_file(data: tf.Tensor) -> tf.Tensor:
-    """Encoded image bytes -> uint8 (h, w, 3): grayscale, alpha, palette and 16-bit images to 8-bit RGB."""
+def _decode_file(data: tf.Tensor, channels: int = 3) -> tf.Tensor:
+    """Encoded image bytes -> uint8 (h, w, channels): any mode and 16-bit images to 8-bit RGB or luma."""
     # channels=3 turns grayscale, grayscale+alpha, RGBA and palette images into RGB (alpha dropped);
-    # dtype=uint8 rescales 16-bit PNGs (x * 255 / 65535) instead of clipping them.
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
+    # channels=1 turns colour images into luma and keeps grayscale ones exactly. dtype=uint8 rescales
+    # 16-bit PNGs (x * 255 / 65535) instead of clipping them.
+    image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, channels])
     return image
 
 

@@ -5,6 +5,7 @@
     DIR/vqgan/metrics.jsonl    one JSON row per log step     DIR/prior/metrics.jsonl
     DIR/vqgan/images/*.png     originals over reconstructions
     DIR/vqgan/tb/              TensorBoard events            DIR/tokens/             token shards
+    DIR/dcgan/...              a DCGAN (no stages): the same files; images/ holds fixed-noise grids
 
 A run folder is self-describing (nanoGPT's habit): the config saved beside the checkpoints is enough
 to rebuild the models, so `sample.py --workdir DIR` needs nothing else.
@@ -19,14 +20,15 @@ import ml_collections
 
 from vqgan_jax.errors import UserError
 
-STAGES = ("vqgan", "prior")
+STAGES = ("vqgan", "prior", "dcgan")
 # Config sections or dotted keys that define a part's parameters: changing them under an existing
 # checkpoint is an error. Everything else (steps, logging, learning rates, sampling defaults) may change
 # between runs, so a part can be trained longer or with other settings.
 MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"),
-                  "prior": ("prior.n_layer", "prior.n_head", "prior.n_embd", "prior.conditional")}
+                  "prior": ("prior.n_layer", "prior.n_head", "prior.n_embd", "prior.conditional"),
+                  "dcgan": ("model",)}
 # Keys added after run folders were first written, with the value an older config.json means.
-DEFAULTS = {"ops": "auto", "model.name": "vqgan"}
+DEFAULTS = {"ops": "auto", "model.name": "vqgan", "data.channels": 3}
 
 
 def stage_dir(workdir: str, stage: str) -> str:

@@ -27,6 +27,10 @@ PANELS = {
         ("next-token loss", (("loss", "loss"),)),
         ("next-token accuracy", (("accuracy", "accuracy"),)),
     ),
+    "dcgan": (
+        ("generator and discriminator losses", (("g/loss", "generator g/loss"), ("d/loss", "discriminator d/loss"))),
+        ("discriminator outputs", (("d/real", "D(x)"), ("d/fake", "D(G(z))"))),
+    ),
 }
 
 
