@@ -162,9 +162,8 @@ class Checkpointer:
 
     def _set_aside(self, steps: list[int]) -> None:
         """Moves damaged step folders out of the manager's folder (process 0; every process reloads)."""
-        from jax.experimental import multihost_utils
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("vqgan_jax:damaged-before")
+        from vqgan_jax.train.parallel import barrier
+        barrier("damaged checkpoints found")
         if jax.process_index() == 0:
             target = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
             os.makedirs(target, exist_ok=True)
@@ -172,8 +171,7 @@ class Checkpointer:
                 dest = os.path.join(target, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
                 os.rename(os.path.join(self.directory, str(step)), dest)
                 log.warning("warning: moved the damaged checkpoint step %d to %s", step, dest)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("vqgan_jax:damaged-after")
+        barrier("damaged checkpoints moved")
         self._mngr.reload()
 
     def wait(self) -> None:

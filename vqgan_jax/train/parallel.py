@@ -71,3 +71,25 @@ def run_once_jitted(fn: Callable, *args, out_shardings=None, compiler_options: d
     lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args)
     return lowered.compile(compiler_options=compiler_options)(*args)
 
+
+
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process of a multi-process job reaches this point (a no-op in one process).
+
+    Uses the jax.distributed coordination service's barrier, not a collective: CPU collectives (gloo) give
+    up after a fixed time, while a process may compile for minutes longer than its peers.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the service's client; no public accessor for its barrier
+    _BARRIERS[0] += 1
+    key = f"vqgan_jax:{name}:{_BARRIERS[0]}"
+    client = distributed.global_state.client
+    if client is None:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(key)
+    else:
+        client.wait_at_barrier(key, timeout_in_ms=int(timeout_s * 1000))

@@ -106,6 +106,11 @@ class VQGANSetup:
         """(state, batch, rng) -> (state, metrics); compiled once (see `compile_count`)."""
         return self._step_jit(state, batch, rng, self.consts)
 
+    def compile_step(self, state: VQGANState, batch: dict, rng: jax.Array):
+        """The step compiled ahead of time for these arguments (multi-process start-up, `train.loop`)."""
+        compiled = self._step_jit.lower(state, batch, rng, self.consts).compile()
+        return lambda state, batch, rng: compiled(state, batch, rng, self.consts)
+
     def compile_count(self) -> int:
         return self._step_jit._cache_size()
 
@@ -201,6 +206,6 @@ def train(config, workdir: str) -> dict:
             eval_every=t.eval_every, items_per_step=t.batch_size,
             progress_keys=("g/rec", "g/commit", "g/adv", "d/loss", "d_weight", "codebook/usage"),
             finite_keys=("g/rec", "g/commit", "g/total", "d/loss", "g/perceptual"),
-            on_image=on_image, on_eval=on_eval)
+            on_image=on_image, on_eval=on_eval, compile_step=setup.compile_step)
         _, last = loop.run(spec, state, start, part.ckpt, writer)
     return last
