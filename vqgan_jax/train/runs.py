@@ -5,6 +5,8 @@
     DIR/vqgan/metrics.jsonl    one JSON row per log step     DIR/prior/metrics.jsonl
     DIR/vqgan/images/*.png     originals over reconstructions
     DIR/vqgan/tb/              TensorBoard events            DIR/tokens/             token shards
+    DIR/diffusion/             the latent-diffusion prior (same layout as DIR/prior, + layout.json)
+    DIR/latents/               the stage-1 latents it trains on (data.latents)
 
 A run folder is self-describing (nanoGPT's habit): the config saved beside the checkpoints is enough
 to rebuild the models, so `sample.py --workdir DIR` needs nothing else.
@@ -19,9 +21,10 @@ import ml_collections
 
 from vqgan_jax.errors import UserError
 
-STAGES = ("vqgan", "prior")
+STAGES = ("vqgan", "prior", "diffusion")
 # Sections that define the network: changing them under an existing checkpoint is an error.
-MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",)}
+MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",),
+                  "diffusion": ("diffusion",)}
 # Keys added after run folders were first written, with the value an older config.json means.
 DEFAULTS = {"ops": "auto", "model.name": "vqgan"}
 

@@ -27,6 +27,11 @@ PANELS = {
         ("next-token loss", (("loss", "loss"),)),
         ("next-token accuracy", (("accuracy", "accuracy"),)),
     ),
+    "diffusion": (
+        ("denoising loss (weighted)", (("loss", "loss"),)),
+        ("denoising mse by noise level", (("mse_high_noise", "t >= T/2"), ("mse_low_noise", "t < T/2"))),
+        ("gradient norm", (("grad_norm", "grad_norm"),)),
+    ),
 }
 
 
