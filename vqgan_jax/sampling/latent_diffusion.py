@@ -133,7 +133,8 @@ def generate(workdir: str, num: int, seed: int = 0, batch_size: int = 16, sample
              progress: bool = False) -> np.ndarray:
     """`num` images uint8 (num, H, W, 3) from the run's diffusion prior, decoded by its stage 1.
 
-    Batch i starts from the noise of fold_in(PRNGKey(seed), i): the same seed gives the same images.
+    sampler, steps, eta, cfg_scale: None takes the run's default (diffusion.sampler, sample_steps, eta,
+    cfg_scale). Batch i starts from the noise of fold_in(PRNGKey(seed), i): the same seed gives the same images.
     Batches are always full (the last is cut), so one compiled sampler serves every batch.
     """
     if num <= 0:
@@ -143,6 +144,11 @@ def generate(workdir: str, num: int, seed: int = 0, batch_size: int = 16, sample
     if cfg_scale is not None and float(cfg_scale) != 1.0 and label is None:
         raise UserError("--cfg_scale needs --label (classifier-free guidance steers towards a class)")
     loaded = load(workdir)
+    d = loaded.config.diffusion  # None: the run's defaults (diffusion.sampler, sample_steps, eta, cfg_scale)
+    sampler = d.sampler if sampler is None else sampler
+    steps = int(d.sample_steps if steps is None else steps)
+    eta = float(d.eta if eta is None else eta)
+    cfg_scale = float(d.cfg_scale if cfg_scale is None else cfg_scale) if label is not None else 1.0
     check_label(loaded.layout, label)
     samplers.timesteps(loaded.schedule.num_steps, int(steps))   # a bad --steps fails before any work
     source = latent_source.load(workdir, loaded.layout["source"], loaded.layout["kind"], loaded.mesh)
@@ -158,7 +164,7 @@ def generate(workdir: str, num: int, seed: int = 0, batch_size: int = 16, sample
         noise = jax.random.normal(k_noise, (batch_size, *shape), jnp.float32)
         labels = None if label is None else np.full((batch_size,), int(label))
         z = sample_latents(loaded, noise, k_sample, sampler=sampler, steps=steps, eta=eta, labels=labels,
-                           cfg_scale=1.0 if cfg_scale is None else cfg_scale)
+                           cfg_scale=cfg_scale)
         out.append(images_lib.to_uint8(np.asarray(source.decode(jnp.asarray(z)))))
     return np.concatenate(out)[:num]
 
