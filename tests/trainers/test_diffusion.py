@@ -153,7 +153,6 @@ def test_generate_same_seed_same_images_and_one_compile(diff_run):
     np.testing.assert_array_equal(a, b)
     c = latent_diffusion.generate(diff_run, 3, seed=1, batch_size=2, sampler="ddim", steps=3, eta=1.0, label=2)
     assert np.abs(a.astype(int) - c.astype(int)).max() > 0
-    fn = latent_diffusion.make_sampler.__wrapped__  # noqa: F841  (the cache below is what matters)
     loaded = latent_diffusion.load(diff_run)
     jitted = latent_diffusion.make_sampler(loaded.model, loaded.schedule, loaded.objective, sampler="ddim", steps=3,
                                            guided=False, null_label=6)

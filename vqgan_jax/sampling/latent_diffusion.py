@@ -57,6 +57,15 @@ def init_params_shapes(model, layout: dict):
                                                jnp.zeros((1,), jnp.int32))["params"], jax.random.PRNGKey(0))
 
 
+@functools.lru_cache(maxsize=8)
+def _denoiser_and_schedule(cfg_json: str, layout_json: str, ops: str):
+    """(module, Schedule) for a diffusion config section and layout (JSON strings), the same objects for
+    the same run: `make_sampler`'s cache (and so the compiled sampler) is keyed by them."""
+    cfg = json.loads(cfg_json)
+    model = build_denoiser(cfg, json.loads(layout_json), ops)
+    return model, dl.make_schedule(cfg["schedule"], int(cfg["timesteps"]), float(cfg["schedule_shift"]))
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedDiffusion:
     """A trained diffusion prior: module, EMA params (replicated), schedule, objective, layout, config."""
@@ -79,12 +88,12 @@ def load(workdir: str, mesh=None, ops: str | None = None) -> LoadedDiffusion:
     cfg = config.diffusion
     mesh = mesh if mesh is not None else parallel.make_mesh()
     ops = backends.resolve(ops or config.ops, mesh.devices.flat)
-    model = build_denoiser(cfg, layout, ops)
+    model, schedule = _denoiser_and_schedule(json.dumps(cfg.to_dict(), sort_keys=True),
+                                             json.dumps(layout, sort_keys=True), ops)
     shapes = init_params_shapes(model, layout)
     ckpt = Checkpointer(runs.checkpoint_dir(workdir, "diffusion"), async_save=False)
     step = ckpt.latest_step()
     restored = ckpt.restore_parts(abstract_like({"ema_params": shapes}, parallel.replicated(mesh)), step)
-    schedule = dl.make_schedule(cfg.schedule, int(cfg.timesteps), float(cfg.schedule_shift))
     return LoadedDiffusion(config, model, restored["ema_params"], schedule, cfg.objective, layout, int(step), mesh)
 
 

@@ -19,12 +19,15 @@ the latent scale measured on them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 from typing import Callable
 
 import jax
 import numpy as np
 
+from vqgan_jax import backends, models
 from vqgan_jax.data import latents as latents_lib
 from vqgan_jax.errors import UserError
 from vqgan_jax.train import loading, parallel, runs
@@ -49,10 +52,12 @@ def latents_dir(workdir: str) -> str:
     return os.path.join(workdir, "latents")
 
 
-def vqgan_source(workdir: str, kind: str, mesh=None) -> LatentSource:
-    """DIR/vqgan as a latent source (EMA weights when the run keeps them)."""
-    vq = loading.load_vqgan(workdir, mesh)
-    model, variables, mesh = vq.model, vq.variables, vq.mesh
+@functools.lru_cache(maxsize=8)
+def _vqgan_programs(config_json: str, kind: str, ops: str, mesh):
+    """The jitted (encode, decode) of a stage-1 config (JSON), kind, layers and mesh, built once per process,
+    so every later load of the same run reuses the compiled programs. Both take the variables first."""
+    config = runs.with_defaults(json.loads(config_json))
+    model = models.get(config["model"]["name"]).from_config(config, **backends.vqgan_layers(ops))
 
     def encode(variables, x):
         z = model.apply(variables, x, method=lambda m, x: m.quant_conv(m.encoder(x, train=False)))
@@ -64,13 +69,19 @@ def vqgan_source(workdir: str, kind: str, mesh=None) -> LatentSource:
         return model.apply(variables, z, method=lambda m, z: m.decode(m.quantize(z, train=False)[0]))
 
     rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    enc = jax.jit(encode, in_shardings=(rep, bat), out_shardings=rep)
-    dec = jax.jit(decode)
+    return jax.jit(encode, in_shardings=(rep, bat), out_shardings=rep), jax.jit(decode)
+
+
+def vqgan_source(workdir: str, kind: str, mesh=None) -> LatentSource:
+    """DIR/vqgan as a latent source (EMA weights when the run keeps them)."""
+    vq = loading.load_vqgan(workdir, mesh)
+    enc, dec = _vqgan_programs(json.dumps(runs.config_to_dict(vq.config), sort_keys=True), kind, vq.ops, vq.mesh)
     size = int(vq.config.data.image_size)
     f = 2 ** (len(vq.config.model.ch_mult) - 1)
     shape = (size // f, size // f, int(vq.config.quantizer.code_dim))
+    variables = vq.variables
     return LatentSource("vqgan", kind, vq.step, shape, vq.config, lambda x: enc(variables, x),
-                        lambda z: dec(variables, z), mesh)
+                        lambda z: dec(variables, z), vq.mesh)
 
 
 # stage-1 generator name (config model.name) -> its latent source
