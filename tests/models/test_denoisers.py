@@ -84,3 +84,18 @@ def test_config_errors_are_user_errors():
     m = denoisers.from_config(cfg("dit"), channels=4, num_classes=0)
     with pytest.raises(UserError, match="dit_patch"):
         jax.eval_shape(lambda r: m.init(r, jnp.zeros((1, 7, 7, 4)), jnp.zeros((1,), jnp.int32)), jax.random.PRNGKey(0))
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    """diffusion.dtype=bfloat16: same parameters (float32), bf16 activations, float32 output near the f32 one."""
+    c32, c16 = cfg("unet"), cfg("unet")
+    c16.dtype = "bfloat16"
+    m32 = denoisers.from_config(c32, channels=4, num_classes=0)
+    m16 = denoisers.from_config(c16, channels=4, num_classes=0)
+    x, t = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4)), jnp.array([5, 500])
+    p = _perturbed(jit.init(m32, jax.random.PRNGKey(1), x, t)["params"], 3)
+    y32 = jax.jit(lambda p, x, t: m32.apply({"params": p}, x, t))(p, x, t)
+    y16 = jax.jit(lambda p, x, t: m16.apply({"params": p}, x, t))(p, x, t)
+    assert y16.dtype == jnp.float32
+    err = float(jnp.abs(y16 - y32).max() / jnp.abs(y32).max())
+    assert 0 < err < 0.05
