@@ -2,13 +2,16 @@
 
     python sample.py --workdir runs/f64 --num 64 --out samples/ --seed 0 \
         --temperature 1.0 --top_k 100 --top_p 0.95 [--label 12 --cfg_scale 2.0]
+    python sample.py --workdir runs/f64 --prior diffusion --num 64 --out samples/ --seed 0 \
+        --sampler dpmpp2m --steps 25 [--eta 0.0] [--label 3 --cfg_scale 3.0]
     python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
     python sample.py --workdir runs/f64 --codebook --out codebook.png
     python sample.py --workdir runs/f64 --training_pictures --out runs/f64/pictures
     python sample.py --workdir runs/dcgan --num 64 --out samples/ --seed 0     # a DCGAN run [--label 3]
 
 Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
-default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
+default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale; with
+--prior diffusion: diffusion.sampler, sample_steps, eta, cfg_scale).
 """
 from vqgan_jax.cli import prepare_process
 
@@ -26,6 +29,11 @@ _TOP_K = flags.DEFINE_integer("top_k", None, "Keep the k most likely codes (0 = 
 _TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off).")
 _LABEL = flags.DEFINE_integer("label", None, "Class id for a class-conditional prior.")
 _CFG = flags.DEFINE_float("cfg_scale", None, "Classifier-free guidance scale (with --label; 1 = off).")
+_PRIOR = flags.DEFINE_enum("prior", "gpt2", ["gpt2", "diffusion"],
+                           "Which prior samples: the GPT-2 over tokens (DIR/prior) or the latent diffusion (DIR/diffusion).")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["ddpm", "ddim", "dpmpp2m"], "Diffusion sampler (--prior diffusion).")
+_STEPS = flags.DEFINE_integer("steps", None, "Diffusion sampling steps (--prior diffusion).")
+_ETA = flags.DEFINE_float("eta", None, "DDIM noise: 0 deterministic, 1 = DDPM's variance (--sampler ddim).")
 _RANDOM_FIRST = flags.DEFINE_bool("random_first_token", False,
                                   "Set the first code at random and let the prior fill in the rest (the Flowers102 study's recipe).")
 _RECONSTRUCT = flags.DEFINE_string("reconstruct", None, "An image file or folder to reconstruct.")
@@ -62,6 +70,12 @@ def main(argv):
             from vqgan_jax.viz import training
             for name, path in training.write_training_pictures(_WORKDIR.value, _OUT.value).items():
                 print(f"{name}: {path}")
+        elif _PRIOR.value == "diffusion":
+            from vqgan_jax.sampling import latent_diffusion
+            paths = latent_diffusion.write_samples(
+                _WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value, batch_size=_BATCH.value,
+                sampler=_SAMPLER.value, steps=_STEPS.value, eta=_ETA.value, label=_LABEL.value, cfg_scale=_CFG.value)
+            print(f"wrote {len(paths)} images and grid.png to {_OUT.value}")
         elif _is_dcgan_run(_WORKDIR.value):
             from vqgan_jax.sampling import dcgan
             paths = dcgan.write_samples(_WORKDIR.value, _OUT.value, num=_NUM.value, seed=_SEED.value,

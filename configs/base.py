@@ -129,6 +129,48 @@ def get_base_config() -> ml_collections.ConfigDict:
     p.top_k = 100
     p.top_p = 1.0
     p.cfg_scale = 1.0
+
+    # ---- the latent-diffusion prior over stage 1's latents (--stage diffusion; docs/diffusion.md) ----
+    c.diffusion = df = ml_collections.ConfigDict()
+    df.latents = "continuous"     # continuous (after quant_conv, before quantisation) | quantized (codebook vectors)
+    df.flip_latents = True        # also encode horizontally flipped training images
+    df.model = "unet"             # unet | dit
+    df.ch = 128                   # U-Net base width; levels ch * ch_mult
+    df.ch_mult = (1, 2)           # a 16x16 latent grid -> 16, 8
+    df.num_res_blocks = 2
+    df.attn_resolutions = (8,)    # self-attention at these latent sizes (and always in the middle)
+    df.dropout = 0.0
+    df.dit_patch = 2              # DiT: patch size, width, depth, heads
+    df.dit_hidden = 256
+    df.dit_depth = 6
+    df.dit_heads = 4
+    df.objective = "v"            # eps | v (v-prediction stays well-conditioned at high noise)
+    df.schedule = "cosine"        # linear | cosine | shifted_cosine
+    df.schedule_shift = 1.0       # shifted_cosine: SNR / shift^2
+    df.timesteps = 1000           # training timesteps T
+    df.min_snr_gamma = 5.0        # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
+    df.conditional = True         # class embedding when the data has labels (ignored without labels)
+    df.label_dropout = 0.1        # label -> null class, so classifier-free guidance works
+    df.dtype = "float32"          # float32 | bfloat16 compute (params and the loss stay float32)
+    df.lr = 2e-4
+    df.b1 = 0.9
+    df.b2 = 0.99
+    df.weight_decay = 0.0
+    df.warmup_steps = 200
+    df.grad_clip = 1.0
+    df.ema_decay = 0.999          # EMA weights sample and evaluate; 0 = the trained weights
+    df.batch_size = 32            # global
+    df.num_steps = 20000
+    df.seed = 0
+    df.log_every = 50
+    df.ckpt_every = 1000
+    df.image_every = 1000         # fixed-noise sample grids during training; 0 = off
+    df.keep_checkpoints = 3
+    # sampling defaults (sample.py flags override them)
+    df.sampler = "dpmpp2m"        # ddpm | ddim | dpmpp2m
+    df.sample_steps = 25
+    df.eta = 0.0                  # ddim only: 0 deterministic, 1 = ddpm's variance
+    df.cfg_scale = 1.0
     return c
 
 
@@ -171,4 +213,19 @@ def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.prior.ckpt_every = 2
     c.prior.image_every = 0
     c.prior.top_k = 8
+    c.diffusion.ch = 16
+    c.diffusion.ch_mult = (1, 2)
+    c.diffusion.num_res_blocks = 1
+    c.diffusion.attn_resolutions = (4,)
+    c.diffusion.dit_hidden = 32
+    c.diffusion.dit_depth = 2
+    c.diffusion.dit_heads = 2
+    c.diffusion.batch_size = 8
+    c.diffusion.num_steps = 4
+    c.diffusion.warmup_steps = 1
+    c.diffusion.log_every = 2
+    c.diffusion.ckpt_every = 2
+    c.diffusion.image_every = 2
+    c.diffusion.ema_decay = 0.9
+    c.diffusion.sample_steps = 3
     return c

@@ -45,3 +45,16 @@ def run_dir(tmp_path_factory):
             trainers.train("prior", demo.get_config("tiny"), work)
             open(os.path.join(work, "done"), "w").close()
     return work
+
+
+@pytest.fixture(scope="session")
+def diffusion_run_dir(run_dir, tmp_path_factory):
+    """`run_dir`'s tiny stage 1 (copied) + a 4-step latent-diffusion prior on `configs/demo.py:tiny`, trained
+    once per session and shared by the diffusion trainer and CLI tests (read-only for them)."""
+    import shutil
+    from configs import demo
+    from vqgan_jax import trainers
+    work = str(tmp_path_factory.mktemp("diffusion"))
+    shutil.copytree(os.path.join(run_dir, "vqgan"), os.path.join(work, "vqgan"))
+    trainers.train("diffusion", demo.get_config("tiny"), work)
+    return work

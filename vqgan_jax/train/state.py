@@ -40,6 +40,16 @@ class PriorState:
     opt: Any
 
 
+@flax.struct.dataclass
+class DiffusionState:
+    """State of the latent-diffusion prior: step, params, optimizer state, and the EMA of params that
+    samples (a copy of params when EMA is off)."""
+    step: jax.Array
+    params: Any
+    opt: Any
+    ema_params: Any
+
+
 def zero_lecam() -> dict:
     return {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}
 

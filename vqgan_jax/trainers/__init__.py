@@ -13,6 +13,7 @@ STAGES = {
     "vqgan": "vqgan",        # stage 1: the VQGAN tokenizer (DIR/vqgan)
     "prior": "ar_prior",     # stage 2: the GPT-2 prior over its tokens (DIR/prior)
     "dcgan": "dcgan",        # a DCGAN, one part (DIR/dcgan)
+    "diffusion": "diffusion",  # stage 2: the latent-diffusion prior over its latents (DIR/diffusion)
 }
 
 

