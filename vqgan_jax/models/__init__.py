@@ -15,6 +15,7 @@ from vqgan_jax.errors import UserError
 # `vgg16` and `inception` networks) are imported by module.
 MODELS = {
     "vqgan": "vqgan",         # VQGAN autoencoder (taming layout) with its vector quantizer
+    "vae": "vae",             # variational autoencoder (vector or spatial Gaussian latent)
 }
 
 

@@ -5,6 +5,7 @@
     DIR/vqgan/metrics.jsonl    one JSON row per log step     DIR/prior/metrics.jsonl
     DIR/vqgan/images/*.png     originals over reconstructions
     DIR/vqgan/tb/              TensorBoard events            DIR/tokens/             token shards
+    DIR/vae/...                the VAE (same layout; images/ holds fixed-noise samples, images/reconstructions/)
 
 A run folder is self-describing (nanoGPT's habit): the config saved beside the checkpoints is enough
 to rebuild the models, so `sample.py --workdir DIR` needs nothing else.
@@ -19,9 +20,9 @@ import ml_collections
 
 from vqgan_jax.errors import UserError
 
-STAGES = ("vqgan", "prior")
+STAGES = ("vqgan", "prior", "vae")
 # Sections that define the network: changing them under an existing checkpoint is an error.
-MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",)}
+MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"), "prior": ("prior",), "vae": ("model", "disc")}
 # Keys added after run folders were first written, with the value an older config.json means.
 DEFAULTS = {"ops": "auto", "model.name": "vqgan"}
 

@@ -12,6 +12,7 @@ from vqgan_jax.errors import UserError
 STAGES = {
     "vqgan": "vqgan",        # stage 1: the VQGAN tokenizer (DIR/vqgan)
     "prior": "ar_prior",     # stage 2: the GPT-2 prior over its tokens (DIR/prior)
+    "vae": "vae",            # the variational autoencoder, a generator on its own (DIR/vae)
 }
 
 
