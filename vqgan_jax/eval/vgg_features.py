@@ -8,7 +8,7 @@
       -> torchvision's ImageNet normalisation (`models.vgg16.imagenet_normalize`)
       -> relu5_3 (B, 14, 14, 512) averaged over positions -> float64 (N, 512)
 
-One jitted program per batch size; batches are padded to it, so any N compiles once.
+One jitted program per batch size; batches are padded to it, so any N >= batch_size compiles once.
 """
 from __future__ import annotations
 
@@ -60,13 +60,14 @@ def vgg16_features(images: np.ndarray, *, batch_size: int = 32, size: int = VGG_
 
     Args:
       images: uint8 (N, H, W, C), C = 1 (grayscale, repeated to RGB) or 3.
-      batch_size: images per compiled call (the last batch is padded).
+      batch_size: images per compiled call (the last batch is padded; fewer images make one smaller call).
       size: side the images are resized to (224, VGG16's; smaller only to make tests fast).
     Returns:
       float64 (N, 512).
     """
     x = as_rgb_float(images)
     fn, params = _apply(int(size)), _params()
+    batch_size = max(1, min(batch_size, len(x)))  # a small set is not padded up to a large batch
     out = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]

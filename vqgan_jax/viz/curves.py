@@ -27,6 +27,16 @@ PANELS = {
         ("next-token loss", (("loss", "loss"),)),
         ("next-token accuracy", (("accuracy", "accuracy"),)),
     ),
+    "vae": (
+        ("reconstruction NLL (nats per image)", (("rec", "train"), ("eval/rec", "held-out"))),
+        ("KL (nats per image)", (("kl", "train"), ("eval/kl", "held-out"))),
+        ("beta (KL weight)", (("beta", "beta"),)),
+        ("active latent units", (("active_units", "train batch"), ("eval/active_units", "held-out"))),
+        ("negative ELBO (nats per dim)", (("neg_elbo_per_dim", "train"), ("eval/neg_elbo_per_dim", "held-out"))),
+        ("adversarial losses", (("g/adv", "generator g/adv"), ("d/loss", "discriminator d/loss"))),
+        ("perceptual loss", (("perceptual", "perceptual"),)),
+        ("held-out PSNR (dB)", (("eval/psnr", "eval/psnr"),)),
+    ),
 }
 
 
