@@ -1,13 +1,18 @@
-"""Pictures from a run folder: new images from the prior, reconstructions, or the learned codebook.
+"""Pictures from a run folder: new images from its generator, reconstructions, or the learned codebook.
 
     python sample.py --workdir runs/f64 --num 64 --out samples/ --seed 0 \
         --temperature 1.0 --top_k 100 --top_p 0.95 [--label 12 --cfg_scale 2.0]
+    python sample.py --workdir runs/vae64 --num 64 --out samples/ [--temperature 0.8] [--label 3]
+    python sample.py --workdir runs/vae64 --interpolate a.jpg b.jpg --steps 10 --out strip.png [--slerp]
+    python sample.py --workdir runs/vae64 --latent_map --out map.png
     python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
     python sample.py --workdir runs/f64 --codebook --out codebook.png
     python sample.py --workdir runs/f64 --training_pictures --out runs/f64/pictures
 
-Everything is rebuilt from the run folder (config.json + checkpoints). Sampling settings left out
-default to the prior's config (prior.temperature, prior.top_k, prior.top_p, prior.cfg_scale).
+Everything is rebuilt from the run folder (config.json + checkpoints). The generator is the run's own
+(`vqgan_jax.sampling.generators`: the prior when DIR/prior exists, else the VAE, ...). Sampling settings
+left out default to the part's config (prior.temperature, prior.top_k, ...; the VAE's sample.temperature);
+a setting the generator does not take (e.g. --top_k for a VAE) is an error.
 """
 from vqgan_jax.cli import prepare_process
 
@@ -31,12 +36,26 @@ _RECONSTRUCT = flags.DEFINE_string("reconstruct", None, "An image file or folder
 _CODEBOOK = flags.DEFINE_bool("codebook", False, "Draw the learned codebook with a usage histogram.")
 _TRAINING = flags.DEFINE_bool("training_pictures", False, "Write the training pictures (evolution montage and "
                               "loss curves of each stage) into the --out folder.")
+_INTERPOLATE = flags.DEFINE_string("interpolate", None, "VAE: an image file to interpolate from; the image to "
+                                   "interpolate to follows it (--interpolate a.jpg b.jpg).")
+_STEPS = flags.DEFINE_integer("steps", 10, "--interpolate: decoded points from one image to the other.")
+_SLERP = flags.DEFINE_bool("slerp", False, "--interpolate: spherical instead of linear interpolation.")
+_LATENT_MAP = flags.DEFINE_bool("latent_map", False, "VAE: draw the held-out posterior means in 2-D (PCA), "
+                                "coloured by class, into the --out PNG.")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
+def _generator():
+    from vqgan_jax.sampling import generators
+    return generators.resolve(_WORKDIR.value)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    extra = argv[1:]
+    if _INTERPOLATE.value and len(extra) == 1:
+        extra = []  # --interpolate a.jpg b.jpg: the second image
+    if extra:
+        raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
     from vqgan_jax import cli
     cli.quiet_logs()
 
@@ -47,10 +66,28 @@ def main(argv):
         elif _CODEBOOK.value:
             from vqgan_jax.viz import codebook
             print(codebook.write_codebook(_WORKDIR.value, _OUT.value))
+        elif _INTERPOLATE.value:
+            from vqgan_jax.errors import UserError
+            from vqgan_jax.sampling import vae
+            if len(argv) != 2:
+                raise UserError("--interpolate takes two image files: --interpolate a.jpg b.jpg")
+            print(vae.write_interpolation(_WORKDIR.value, _INTERPOLATE.value, argv[1], _OUT.value, steps=_STEPS.value,
+                                          spherical=_SLERP.value, label=_LABEL.value))
+        elif _LATENT_MAP.value:
+            from vqgan_jax.eval import vae_pictures
+            print(vae_pictures.write_latent_map(_WORKDIR.value, _OUT.value))
         elif _TRAINING.value:
             from vqgan_jax.viz import training
             for name, path in training.write_training_pictures(_WORKDIR.value, _OUT.value).items():
                 print(f"{name}: {path}")
+        elif (name := _generator()) not in (None, "prior"):
+            from vqgan_jax.sampling import generators
+            given = {"temperature": _TEMPERATURE.value, "top_k": _TOP_K.value, "top_p": _TOP_P.value,
+                     "label": _LABEL.value, "cfg_scale": _CFG.value,
+                     "random_first_token": _RANDOM_FIRST.value or None}
+            paths = generators.write_samples(_WORKDIR.value, _OUT.value, name, _NUM.value, _SEED.value, _BATCH.value,
+                                             **{k: v for k, v in given.items() if v is not None})
+            print(f"wrote {len(paths)} images and grid.png to {_OUT.value} ({name})")
         else:
             from vqgan_jax.sampling import draw
             paths = draw.write_samples(

@@ -71,3 +71,4 @@ def reconstruct_and_score(vae, images: np.ndarray, labels: np.ndarray, *, batch_
                "bits_per_dim": float(vae_loss.nats_to_bits_per_dim(nats)),
                "active_units": int(vae_loss.active_units(means)), "latent_dims": int(np.prod(means.shape[1:]))}
     return recs, metrics
+

@@ -90,3 +90,19 @@ def generate(workdir: str, name: str, num: int, seed: int = 0, batch_size: int =
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != num:
         raise ValueError(f"generator {name} returned {images.dtype} {images.shape}, not uint8 ({num}, H, W, C)")
     return images
+
+
+def write_samples(workdir: str, out_dir: str, name: str, num: int, seed: int = 0, batch_size: int = 16,
+                  **options) -> list[str]:
+    """`generate(...)` written as out_dir/sample_NNNNN.png + out_dir/grid.png; returns the single images' paths."""
+    from vqgan_jax.viz import images as images_lib
+    x = generate(workdir, name, num, seed, batch_size, **options)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)  # PNG grids are RGB
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(os.path.join(out_dir, f"sample_{i:05d}.png"))
+        images_lib.save_png(paths[-1], image)
+    images_lib.write_grid(x, os.path.join(out_dir, "grid.png"))
+    return paths

@@ -131,3 +131,15 @@ def generate(workdir: str, num: int, seed: int = 0, batch_size: int = 16, *, tem
     """The "vae" generator of `sampling.generators`: uint8 (num, H, W, C) sampled from DIR/vae."""
     return sample_images(loading.load_vae(workdir), num, seed=seed, batch_size=batch_size, temperature=temperature,
                          label=label)
+
+
+def write_interpolation(workdir: str, path_a: str, path_b: str, out_png: str, *, steps: int = 10,
+                        spherical: bool = False, label=None) -> str:
+    """`interpolation_strip` between two image files (resized and centre-cropped to the run's size) -> out_png."""
+    from vqgan_jax.data.images import load_image
+    vae = loading.load_vae(workdir)
+    size = int(vae.config.data.image_size)
+    strip = interpolation_strip(vae, load_image(path_a, size), load_image(path_b, size), steps,
+                                spherical=spherical, label=label)
+    images_lib.save_png(out_png, strip)
+    return out_png
