@@ -82,8 +82,9 @@ def test_overfits_one_batch():
     assert all(np.isfinite(float(m["loss"])) for m in ms)
 
 
-def test_vae_gan_and_conditional_vae_step():
-    cfg = tiny(**{"loss.disc_weight": 0.5, "loss.disc_start": 1, "model.conditional": True})
+def test_vae_gan_conditional_bf16_step():
+    """One compiled setup covers the VAE-GAN (D switches on at step 1), the conditional VAE and bf16 compute."""
+    cfg = tiny(**{"loss.disc_weight": 0.5, "loss.disc_start": 1, "model.conditional": True, "model.dtype": "bfloat16"})
     cfg.data.num_classes = 3
     setup = VAESetup(cfg, parallel.make_mesh(jax.devices()[:1]))
     assert setup.model.num_classes == 3 and setup.disc is not None
@@ -94,6 +95,8 @@ def test_vae_gan_and_conditional_vae_step():
     assert float(ms[2]["d_weight"]) > 0.0 and float(ms[2]["d/loss"]) > 0.0
     changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(d0), jax.tree.leaves(jax.device_get(state.d_params)))]
     assert any(changed)
+    assert all(np.isfinite(float(m["loss"])) for m in ms)
+    assert jax.tree.leaves(state.params)[0].dtype == np.float32  # bf16 computes, the parameters stay float32
 
 
 def final_state(work):
