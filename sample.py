@@ -4,6 +4,7 @@
         --temperature 1.0 --top_k 100 --top_p 0.95 [--label 12 --cfg_scale 2.0]
     python sample.py --workdir runs/vae64 --num 64 --out samples/ [--temperature 0.8] [--label 3]
     python sample.py --workdir runs/vae64 --interpolate a.jpg b.jpg --steps 10 --out strip.png [--slerp]
+    python sample.py --workdir runs/vae64 --interpolate_classes 3,7 --steps 10 --out classes.png [--slerp]
     python sample.py --workdir runs/vae64 --latent_map --out map.png
     python sample.py --workdir runs/f64 --reconstruct path/to/images --out recon.png
     python sample.py --workdir runs/f64 --codebook --out codebook.png
@@ -40,6 +41,8 @@ _INTERPOLATE = flags.DEFINE_string("interpolate", None, "VAE: an image file to i
                                    "interpolate to follows it (--interpolate a.jpg b.jpg).")
 _STEPS = flags.DEFINE_integer("steps", 10, "--interpolate: decoded points from one image to the other.")
 _SLERP = flags.DEFINE_bool("slerp", False, "--interpolate: spherical instead of linear interpolation.")
+_CLASSES = flags.DEFINE_list("interpolate_classes", None, "VAE: two class ids A,B: a strip between the mean "
+                              "latents of their held-out images (--steps, --slerp).")
 _LATENT_MAP = flags.DEFINE_bool("latent_map", False, "VAE: draw the held-out posterior means in 2-D (PCA), "
                                 "coloured by class, into the --out PNG.")
 flags.mark_flags_as_required(["workdir", "out"])
@@ -73,6 +76,15 @@ def main(argv):
                 raise UserError("--interpolate takes two image files: --interpolate a.jpg b.jpg")
             print(vae.write_interpolation(_WORKDIR.value, _INTERPOLATE.value, argv[1], _OUT.value, steps=_STEPS.value,
                                           spherical=_SLERP.value, label=_LABEL.value))
+        elif _CLASSES.value:
+            from vqgan_jax.errors import UserError
+            from vqgan_jax.eval import vae_pictures
+            try:
+                a, b = (int(v) for v in _CLASSES.value)
+            except ValueError:
+                raise UserError("--interpolate_classes takes two class ids: --interpolate_classes 3,7") from None
+            print(vae_pictures.write_class_interpolation(_WORKDIR.value, a, b, _OUT.value, steps=_STEPS.value,
+                                                         spherical=_SLERP.value))
         elif _LATENT_MAP.value:
             from vqgan_jax.eval import vae_pictures
             print(vae_pictures.write_latent_map(_WORKDIR.value, _OUT.value))

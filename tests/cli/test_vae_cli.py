@@ -46,6 +46,10 @@ def test_sample_interpolate_and_latent_map(vae_run, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image
     assert Image.open(tmp_path / "strip.png").size == (2 + 6 * 18, 2 + 18)
+    r = cli("sample.py", "--workdir", vae_run, "--interpolate_classes", "0,1", "--steps", "3",
+            "--out", str(tmp_path / "classes.png"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Image.open(tmp_path / "classes.png").size == (2 + 3 * 18, 2 + 18)
     r = cli("sample.py", "--workdir", vae_run, "--latent_map", "--out", str(tmp_path / "map.png"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.getsize(tmp_path / "map.png") > 1000

@@ -88,3 +88,15 @@ def test_generators_registry(tmp_path):
     with pytest.raises(UserError, match="the vae generator does not take --top_k"):
         generators.check_options("vae", {"top_k": 5})
     generators.check_options("prior", {"top_k": 5, "cfg_scale": 2.0})
+
+
+def test_class_means_and_latent_strip(loaded):
+    rng = np.random.default_rng(2)
+    images = rng.uniform(-1, 1, (6, 16, 16, 3)).astype(np.float32)
+    labels = np.array([0, 2, 0, 2, 2, 1], np.int32)
+    means = vs.class_means(loaded, images, labels)
+    each = vs.encode_means(loaded, images, labels)
+    assert sorted(means) == [0, 1, 2]
+    np.testing.assert_allclose(means[2], each[[1, 3, 4]].mean(axis=0), rtol=1e-5, atol=1e-6)
+    strip = vs.latent_strip(loaded, means[0], means[2], 3, spherical=True, label=1)
+    assert strip.shape == (2 + 18, 2 + 3 * 18, 3)

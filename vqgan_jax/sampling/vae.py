@@ -118,6 +118,25 @@ def interpolate(vae: loading.Loaded, image_a: np.ndarray, image_b: np.ndarray, s
     return decode(vae, path, _labels(steps, label))
 
 
+def class_means(vae: loading.Loaded, images: np.ndarray, labels: np.ndarray, batch_size: int = 16) -> dict:
+    """{class id: the average posterior mean of its images, float32 (*latent_shape)} (labels int (N,); a
+    conditional VAE encodes each image with its own label)."""
+    labels = np.asarray(labels, np.int32)
+    means = encode_means(vae, images, labels if vae.model.num_classes else None, batch_size)
+    return {int(c): means[labels == c].mean(axis=0) for c in np.unique(labels)}
+
+
+def latent_strip(vae: loading.Loaded, za: np.ndarray, zb: np.ndarray, steps: int, *, spherical: bool = False,
+                 label=None) -> np.ndarray:
+    """One uint8 picture of `steps` images decoded along the path from latent za to zb (*latent_shape)."""
+    if steps < 2:
+        raise UserError(f"--steps must be >= 2 (the two ends), got {steps}")
+    check_label(vae, label)
+    t = np.linspace(0.0, 1.0, steps)
+    x = decode(vae, slerp(za, zb, t) if spherical else lerp(za, zb, t), _labels(steps, label))
+    return images_lib.grid(images_lib.to_uint8(x), ncols=steps)
+
+
 def interpolation_strip(vae: loading.Loaded, image_a: np.ndarray, image_b: np.ndarray, steps: int, *,
                         spherical: bool = False, label=None) -> np.ndarray:
     """One uint8 picture: image a, the `steps` decoded points from a's reconstruction to b's, image b."""
