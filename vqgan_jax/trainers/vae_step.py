@@ -123,8 +123,12 @@ def vae_train_step(state: VAEState, batch: dict, rng: jax.Array, consts: Any, *,
     (grads,) = vjp((cot, beta))
     updates, opt = tx.update(grads, state.opt, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay) if ema_decay > 0 \
-        else state.ema_params
+    ema_params = state.ema_params
+    if ema_decay > 0:
+        # Warmed-up decay min(ema_decay, (1 + t) / (10 + t)): early pictures and checkpoints show the trained
+        # weights instead of an average still dominated by the random initialisation.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
     new_state = state.replace(step=state.step + 1, params=params, opt=opt, ema_params=ema_params,
                               d_params=d_params, d_opt=d_opt)
     kl_true = jnp.mean(jnp.sum(kl.reshape(kl.shape[0], -1), axis=1))
