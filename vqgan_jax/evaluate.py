@@ -1,13 +1,15 @@
 """Evaluate a run folder, or compare two image folders, with one command; prints a table, writes JSON.
 
-    python -m vqgan_jax.evaluate --workdir runs/f64 [--data_dir DIR | --split eval] \\
+    python -m vqgan_jax.evaluate --workdir runs/f64 [--data_dir DIR | --split eval] [--prior NAME] \\
         [--num_samples 1000] [--out runs/f64/eval/eval.json] [--inception_weights FILE.npz]
     python -m vqgan_jax.evaluate --real DIR_A --fake DIR_B [--out eval.json]
 
-A run folder gives held-out reconstruction metrics (PSNR, SSIM, L1, LPIPS, codebook usage, perplexity,
-dead codes), and when it has a prior, samples drawn with the prior's settings scored by FID / KID /
-Inception Score (when the Inception weights are there: `python -m vqgan_jax.inception download`) and by
-the Keras real-vs-fake CNN study's classifier. Pictures go beside the JSON (default DIR/eval/). The work is done by
+A run folder gives held-out reconstruction metrics of its stage-1 part (VQGAN: PSNR, SSIM, L1, LPIPS,
+codebook usage, perplexity, dead codes; VAE: the same plus negative ELBO, bits/dim, KL, active units), and
+when it has a generator (the VQGAN's prior, the VAE, ...; --prior picks one), samples scored by the same
+generation block for every generator: the Keras real-vs-fake CNN study's classifier, fd_vgg16 / kd_vgg16
+and precision / recall on VGG16 features, and FID / KID / Inception Score when the Inception weights are
+there (`python -m vqgan_jax.inception download`). Pictures go beside the JSON (default DIR/eval/). The work is done by
 `vqgan_jax.eval.suite`; this module is only its command line.
 """
 import os
@@ -31,6 +33,8 @@ def _define_flags():
                       "makes missing weights an error).")
     flags.DEFINE_integer("classifier_epochs", 10, "Training epochs of the real-vs-fake classifier.")
     flags.DEFINE_integer("seed", 0, "Seed for sampling and the classifier.")
+    flags.DEFINE_string("prior", None, "Which generator of the run makes the samples (prior, vae, ...; default: "
+                        "the run's own, picked from its part folders).")
     flags.DEFINE_string("out", None, "JSON output (default DIR/eval/eval.json, or ./eval.json for --real/--fake).")
     return flags.FLAGS
 
@@ -60,7 +64,8 @@ def main(argv):
             result = evaluation.evaluate_run(
                 f.workdir, data_dir=f.data_dir, split=f.split, num_samples=f.num_samples,
                 max_images=f.max_images, inception_weights=f.inception_weights, fid=f.fid,
-                classifier_epochs=f.classifier_epochs, seed=f.seed, out_dir=os.path.dirname(os.path.abspath(out)))
+                classifier_epochs=f.classifier_epochs, seed=f.seed, out_dir=os.path.dirname(os.path.abspath(out)),
+                generator=f.prior)
         else:
             raise UserError("give --workdir DIR (a run folder) or --real DIR_A --fake DIR_B")
         print(evaluation.format_table(result))

@@ -76,8 +76,10 @@ def test_input_errors():
         classifier.real_vs_fake(_noise(4, 0, size=16), _noise(4, 1, size=16))
     with pytest.raises(UserError, match="test_fraction"):
         classifier.real_vs_fake(_noise(4, 0), _noise(4, 1), test_fraction=1.0)
-    with pytest.raises(UserError, match=r"\(N, H, W, 3\)"):
+    with pytest.raises(UserError, match=r"\(N, H, W, 1 or 3\)"):
         classifier.real_vs_fake(_noise(4, 0)[..., 0], _noise(4, 1))
+    with pytest.raises(UserError, match="same channels"):
+        classifier.real_vs_fake(_noise(4, 0)[..., :1], _noise(4, 1))
 
 
 def test_save_confusion_png(tmp_path):

@@ -27,7 +27,7 @@ CLASS_NAMES = ("real", "fake")  # row / column order of the confusion matrix; la
 
 
 class RealFakeCNN(nn.Module):
-    """Images float (B, H, W, 3) in [-1, 1] -> float32 logits (B,); sigmoid(logit) = P(real)."""
+    """Images float (B, H, W, C) in [-1, 1], any C (1 or 3) -> float32 logits (B,); sigmoid(logit) = P(real)."""
     widths: Sequence[int] = (32, 64, 128)
     hidden: int = 128
     dropout: float = 0.3
@@ -132,8 +132,8 @@ def real_vs_fake(real, fake, *, image_size: int | None = None, test_fraction: fl
     """Trains the real-vs-fake CNN on a balanced, seeded split and scores it on the held-out part.
 
     Args:
-      real: float (N_r, H, W, 3) real images in [-1, 1].
-      fake: float (N_f, H', W', 3) generated images in [-1, 1].
+      real: float (N_r, H, W, C) real images in [-1, 1], C = 1 (grayscale) or 3.
+      fake: float (N_f, H', W', C) generated images in [-1, 1], the same C.
       image_size: side both sets are resized to; None keeps the real images' (H, W) and resizes the fakes
         to it only if they differ (a real-vs-fake test must not see a size difference).
       test_fraction: share of each class held out for testing (stratified, so the test set is balanced and
@@ -147,8 +147,10 @@ def real_vs_fake(real, fake, *, image_size: int | None = None, test_fraction: fl
     """
     real, fake = np.asarray(real), np.asarray(fake)
     for name, a in (("real", real), ("fake", fake)):
-        if a.ndim != 4 or a.shape[-1] != 3:
-            raise UserError(f"{name} images must be an array (N, H, W, 3); got shape {a.shape}")
+        if a.ndim != 4 or a.shape[-1] not in (1, 3):
+            raise UserError(f"{name} images must be an array (N, H, W, 1 or 3); got shape {a.shape}")
+    if real.shape[-1] != fake.shape[-1]:
+        raise UserError(f"real and fake images must have the same channels; got {real.shape[-1]} and {fake.shape[-1]}")
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
     size = (image_size, image_size) if image_size else tuple(real.shape[1:3])
@@ -173,7 +175,7 @@ def real_vs_fake(real, fake, *, image_size: int | None = None, test_fraction: fl
     model, tx, train_step, predict = _steps(float(learning_rate))
     key = jax.random.PRNGKey(seed)
     init_key, dropout_key = jax.random.split(key)
-    params = model.init(init_key, jnp.zeros((1, *size, 3), jnp.float32), train=False)["params"]
+    params = model.init(init_key, jnp.zeros((1, *size, real.shape[-1]), jnp.float32), train=False)["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
     step, final_loss = 0, float("nan")

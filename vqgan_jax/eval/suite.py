@@ -1,7 +1,9 @@
-"""How good a run is, in numbers: reconstruction on held-out images, generation (FID, KID, Inception
-Score) and the Keras real-vs-fake CNN study's classifier. `python -m vqgan_jax.evaluate` is the command line.
+"""How good a run is, in numbers: reconstruction on held-out images, generation (the shared block of
+`eval.generation`: real-vs-fake classifier, fd_vgg16, kd_vgg16, precision / recall, FID / KID / IS with
+Inception weights). `python -m vqgan_jax.evaluate` is the command line.
 
-    evaluate_run(workdir, ...)      a run folder: held-out reconstructions, and samples when it has a prior
+    evaluate_run(workdir, ...)      a run folder: the stage-1 part's held-out reconstructions (VQGAN, VAE),
+                                    and samples of its generator (`sampling.generators`) when it has one
     compare_folders(real, fake)     any two image folders: FID / KID / IS and the classifier
 
 Both return a JSON-ready dict (the keys are listed in README.md, "Evaluation") and write their pictures.
@@ -22,10 +24,6 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.eval import image_metrics
 from vqgan_jax.train import loading, runs
 from vqgan_jax.viz import images as images_lib
-
-# Where `python -m vqgan_jax.inception download` puts the FID network unless told otherwise.
-DEFAULT_INCEPTION_WEIGHTS = os.path.join(os.path.expanduser("~"), ".cache", "vqgan_jax", "inception_fid.npz")
-
 
 # -- images ------------------------------------------------------------------------------------------
 def load_split(data_cfg, split: str = "eval", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -127,69 +125,14 @@ def reconstruction_metrics(images: np.ndarray, recs: np.ndarray, ids: np.ndarray
     return out
 
 
-# -- generation --------------------------------------------------------------------------------------
-def inception_metrics(real_u8: np.ndarray, fake_u8: np.ndarray, weights: str, cache_path: str | None,
-                      cache_parts: tuple[str, ...] = ()) -> dict:
-    """FID and KID of fake against real, and the Inception Score of fake, with clean-fid's resizing.
-
-    real_u8, fake_u8: uint8 (N, H, W, 3). The real set's features are cached in cache_path (an npz) under
-    a key made of cache_parts and the weights file's hash, so a second evaluation skips them."""
-    from vqgan_jax.eval import fid
-    from vqgan_jax.interop import inception_weights as inception
-    variables = inception.load_inception_params(weights)
-    feats = fid.InceptionFeatures(variables)
-    key = fid.cache_key(*cache_parts, inception.file_sha256(weights), str(real_u8.shape))
-
-    def real_features():
-        return feats.from_images(real_u8)[0]
-
-    if cache_path:
-        real = fid.cached_real_stats(cache_path, key, real_features)
-    else:
-        f = real_features()
-        mu, sigma = fid.feature_stats(f)
-        real = {"mu": mu, "sigma": sigma, "features": f}
-    fake_feats, fake_logits = feats.from_images(fake_u8)
-    mu, sigma = fid.feature_stats(fake_feats)
-    kid_mean, kid_std = fid.kernel_inception_distance(real["features"], fake_feats)
-    is_mean, is_std = fid.inception_score(fake_logits, splits=min(10, len(fake_logits)))
-    return {"fid": fid.frechet_distance(real["mu"], real["sigma"], mu, sigma), "kid_mean": kid_mean,
-            "kid_std": kid_std, "inception_score_mean": is_mean, "inception_score_std": is_std,
-            "num_real": int(len(real_u8)), "num_fake": int(len(fake_u8))}
-
-
-def resolve_inception(weights: str | None, fid_wanted: bool | None) -> str | None:
-    """The weights file to use, or None to skip FID. fid_wanted=True with no weights file is an error;
-    None (auto) computes FID only when the file exists."""
-    path = weights or DEFAULT_INCEPTION_WEIGHTS
-    if os.path.isfile(path):
-        return path if fid_wanted is not False else None
-    if fid_wanted:
-        raise UserError(f"FID needs the Inception weights, not found at {path}: get them with "
-                        f"`python -m vqgan_jax.inception download --out {path}` (or convert pytorch-fid's file "
-                        "with `python -m vqgan_jax.inception convert`), or pass --inception_weights")
-    return None
-
-
-def classifier_test(real: np.ndarray, fake: np.ndarray, out_dir: str | None, *, seed: int = 0,
-                    epochs: int = 10) -> dict:
-    """The Keras study's real-vs-fake CNN on its own train/test split (see `classifier.real_vs_fake`); writes the
-    text report and the confusion-matrix PNG into out_dir. 0.5 accuracy: it cannot tell them apart."""
-    from vqgan_jax.eval import classifier
-    # Its three valid-padded conv+pool layers need >= 22 pixels: smaller images (tiny test runs) go up to 32.
-    size = None if min(real.shape[1:3]) >= 22 else 32
-    result = classifier.real_vs_fake(real, fake, image_size=size, seed=seed, epochs=epochs)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "classifier_report.txt"), "w") as f:
-            f.write(classifier.format_report(result) + "\n")
-        classifier.save_confusion_png(result, os.path.join(out_dir, "classifier_confusion.png"))
-    return result
+# -- generation: the shared block lives in eval.generation; these names stay importable from here --------
+from vqgan_jax.eval.generation import (DEFAULT_INCEPTION_WEIGHTS, classifier_test,  # noqa: E402,F401
+                                       inception_metrics, resolve_inception)
 
 
 # -- whole evaluations -------------------------------------------------------------------------------
-def _data_config(workdir: str, data_dir: str | None):
-    config = runs.read_config(workdir, "vqgan")
+def _data_config(workdir: str, data_dir: str | None, part: str = "vqgan"):
+    config = runs.read_config(workdir, part)
     data_cfg = config.data
     if data_dir:
         if not os.path.isdir(data_dir):
@@ -199,52 +142,97 @@ def _data_config(workdir: str, data_dir: str | None):
     return data_cfg
 
 
-def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str = "eval", num_samples: int = 1000,
-                 max_images: int | None = None, inception_weights: str | None = None,
-                 fid: bool | None = None, classifier_epochs: int = 10, seed: int = 0, batch_size: int = 32,
-                 out_dir: str | None = None, progress: bool = True) -> dict:
-    """Evaluates the run in `workdir`; writes pictures into out_dir (default DIR/eval) and returns the dict
-    {'workdir', 'vqgan_step', 'reconstruction': {...}, 'generation': {...} | None, 'classifier': {...} | None,
-    'pictures': {name: path}}. The prior's part is None when the run has no prior."""
-    from vqgan_jax.sampling import draw
-    from vqgan_jax.viz import codebook, training
-    runs.require_checkpoint(workdir, "vqgan", f"train stage 1 first: python train.py --config ... --workdir {workdir}")
-    out_dir = out_dir or os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    weights = resolve_inception(inception_weights, fid)
-    data_cfg = _data_config(workdir, data_dir)
-    vq = loading.load_vqgan(workdir)  # loaded once, shared with the codebook and the samples
-    config, step = vq.config, vq.step
-    real, _ = load_split(data_cfg, split, max_images)
+def _vqgan_block(workdir: str, real: np.ndarray, batch_size: int, out_dir: str, result: dict) -> None:
+    """The VQGAN's held-out reconstructions and codebook (result['reconstruction'], pictures)."""
+    from vqgan_jax.viz import codebook
+    vq = loading.load_vqgan(workdir)
     recs, ids = reconstruct_all(vq, real, batch_size)
-    result = {"workdir": os.path.abspath(workdir), "vqgan_step": int(step), "split": split,
-              "data": {"source": data_cfg.source, "dir": data_cfg.get("dir"), "tfds_name": data_cfg.get("tfds_name")},
-              "reconstruction": reconstruction_metrics(real, recs, ids, int(config.quantizer.num_codes),
-                                                       with_lpips=min(real.shape[1:3]) >= 16),
-              "generation": None, "classifier": None, "pictures": {}}
-    pics = result["pictures"]
+    result["vqgan_step"] = int(vq.step)
+    result["reconstruction"] = reconstruction_metrics(real, recs, ids, int(vq.config.quantizer.num_codes),
+                                                      with_lpips=min(real.shape[1:3]) >= 16)
     shown = min(16, len(real))
+    pics = result["pictures"]
     pics["reconstructions"] = os.path.join(out_dir, "reconstructions.png")
     images_lib.save_png(pics["reconstructions"], images_lib.originals_over_reconstructions(real[:shown], recs[:shown]))
     pics["codebook"] = codebook.write_codebook(workdir, os.path.join(out_dir, "codebook.png"), vqgan=vq)
+
+
+def _vae_block(workdir: str, real: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, out_dir: str,
+               result: dict) -> None:
+    """The VAE's held-out ELBO, reconstructions and latent map (result['reconstruction'], pictures)."""
+    from vqgan_jax.eval import vae_metrics
+    from vqgan_jax.sampling import vae as vae_sampling
+    from vqgan_jax.viz import latent_map
+    vae = loading.load_vae(workdir)
+    lp = lpips_distances if min(real.shape[1:3]) >= 16 else None
+    recs, metrics = vae_metrics.reconstruct_and_score(vae, real, labels, batch_size=batch_size, seed=seed,
+                                                      lpips_fn=lp)
+    result["vae_step"] = int(vae.step)
+    result["reconstruction"] = metrics
+    shown = min(16, len(real))
+    pics = result["pictures"]
+    pics["reconstructions"] = os.path.join(out_dir, "reconstructions.png")
+    images_lib.save_png(pics["reconstructions"], images_lib.originals_over_reconstructions(real[:shown], recs[:shown]))
+    if len(real) >= 2:
+        means = vae_sampling.encode_means(vae, real, labels if vae.model.num_classes else None)
+        pics["latent_map"] = latent_map.latent_map(means, labels, os.path.join(out_dir, "latent_map.png"))
+
+
+def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str = "eval", num_samples: int = 1000,
+                 max_images: int | None = None, inception_weights: str | None = None,
+                 fid: bool | None = None, classifier_epochs: int = 10, seed: int = 0, batch_size: int = 32,
+                 out_dir: str | None = None, progress: bool = True, generator: str | None = None) -> dict:
+    """Evaluates the run in `workdir`; writes pictures into out_dir (default DIR/eval) and returns the dict
+    {'workdir', 'generator', 'vqgan_step' | 'vae_step', 'reconstruction': {...} | None,
+    'generation': {...} | None, 'classifier': {...} | None, 'pictures': {name: path}}.
+
+    reconstruction: the stage-1 part's held-out block (VQGAN: PSNR, SSIM, L1, LPIPS, codebook; VAE: the
+    same plus negative ELBO, bits per dimension, KL, active units), None for a generator without one.
+    generation: `eval.generation`'s block, the same keys for every generator (`sampling.generators`;
+    generator: its name, default the run's own), None when the run has none or num_samples is 0.
+    """
+    from vqgan_jax.eval import generation as gen_lib
+    from vqgan_jax.sampling import generators
+    from vqgan_jax.viz import training
+    has = {part: os.path.isdir(runs.stage_dir(workdir, part)) for part in ("vqgan", "vae")}
+    name = generators.resolve(workdir, generator)
+    stage1 = "vqgan" if has["vqgan"] else "vae" if has["vae"] else None
+    if stage1 is None and name is None:
+        runs.require_checkpoint(workdir, "vqgan", f"train stage 1 first: python train.py --config ... --workdir {workdir}")
+    if stage1:
+        runs.require_checkpoint(workdir, stage1, f"train it first: python train.py --config ... --workdir {workdir}")
+    out_dir = out_dir or os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    gen_lib.resolve_inception(inception_weights, fid)  # a missing file asked for is an error before any work
+    data_part = stage1 or generators.PARTS.get(name, name)
+    data_cfg = _data_config(workdir, data_dir, data_part)
+    real, labels = load_split(data_cfg, split, max_images)
+    result = {"workdir": os.path.abspath(workdir), "generator": name, "split": split,
+              "data": {"source": data_cfg.source, "dir": data_cfg.get("dir"), "tfds_name": data_cfg.get("tfds_name")},
+              "reconstruction": None, "generation": None, "classifier": None, "pictures": {}}
+    if stage1 == "vqgan":
+        _vqgan_block(workdir, real, batch_size, out_dir, result)
+    elif stage1 == "vae":
+        _vae_block(workdir, real, labels, batch_size, seed, out_dir, result)
+    pics = result["pictures"]
     pics.update(training.write_training_pictures(workdir, os.path.join(out_dir, "training")))
 
-    if os.path.isdir(runs.checkpoint_dir(workdir, "prior")) and num_samples > 0:
-        fake_u8 = draw.draw_samples(workdir, num=num_samples, seed=seed, batch_size=16, progress=progress, vqgan=vq)
+    part = generators.PARTS.get(name, name) if name else None
+    if name and num_samples > 0 and os.path.isdir(runs.checkpoint_dir(workdir, part)):
+        options = {"progress": progress} if name == "prior" else {}
+        fake_u8 = generators.generate(workdir, name, num_samples, seed, 16, **options)
         pics["samples"] = images_lib.write_grid(fake_u8[:64], os.path.join(out_dir, "samples.png"))
-        real_u8 = images_lib.to_uint8(real)
-        gen = {"num_samples": int(len(fake_u8)), "fid": None, "kid_mean": None, "kid_std": None,
-               "inception_score_mean": None, "inception_score_std": None}
-        if weights:
-            spec = json.dumps(result["data"], sort_keys=True) + split + str(max_images)
-            gen.update(inception_metrics(real_u8, fake_u8, weights, os.path.join(out_dir, "inception_real.npz"),
-                                         (spec,)))
-        else:
+        spec = json.dumps(result["data"], sort_keys=True) + split + str(max_images)
+        gen, clf = gen_lib.evaluate_generation(
+            fake_u8, images_lib.to_uint8(real), seed=seed, classifier_epochs=classifier_epochs,
+            inception_weights=inception_weights, fid=fid, inception_cache=os.path.join(out_dir, "inception_real.npz"),
+            cache_parts=(spec,), out_dir=out_dir)
+        gen = {"num_samples": int(len(fake_u8)), **{k: None for k in gen_lib.INCEPTION_KEYS}, **gen}
+        if gen["fid"] is None:
             gen["skipped"] = ("no Inception weights: FID/KID/IS need `python -m vqgan_jax.inception download` "
                               f"(looked for {inception_weights or DEFAULT_INCEPTION_WEIGHTS})")
         result["generation"] = gen
-        fake = fake_u8.astype(np.float32) / 127.5 - 1.0
-        result["classifier"] = classifier_test(real, fake, out_dir, seed=seed, epochs=classifier_epochs)
+        result["classifier"] = clf
         pics["classifier_confusion"] = os.path.join(out_dir, "classifier_confusion.png")
     return result
 
@@ -282,14 +270,20 @@ def format_table(result: dict) -> str:
     lines = []
     rec = result.get("reconstruction")
     if rec:
-        lines.append(f"reconstruction ({rec['num_images']} held-out images, stage-1 step {result.get('vqgan_step')})")
-        for k in ("psnr", "ssim", "l1", "lpips", "codebook_usage", "perplexity", "dead_codes"):
-            lines.append(f"  {k:<22}{_fmt(rec[k])}")
+        step = result.get("vqgan_step", result.get("vae_step"))
+        lines.append(f"reconstruction ({rec['num_images']} held-out images, stage-1 step {step})")
+        for k in ("psnr", "ssim", "l1", "lpips", "codebook_usage", "perplexity", "dead_codes", "neg_elbo_nats_per_dim",
+                  "bits_per_dim", "rec_nll", "kl", "active_units", "latent_dims"):
+            if k in rec:
+                lines.append(f"  {k:<22}{_fmt(rec[k])}")
     gen = result.get("generation")
     if gen:
-        lines.append(f"generation ({gen.get('num_fake', gen.get('num_samples'))} samples)")
-        for k in ("fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std"):
-            lines.append(f"  {k:<22}{_fmt(gen.get(k))}")
+        who = f", generator {result['generator']}" if result.get("generator") else ""
+        lines.append(f"generation ({gen.get('num_fake', gen.get('num_samples'))} samples{who}; fd_vgg16 is not FID)")
+        for k in ("classifier_accuracy", "fd_vgg16", "kd_vgg16_mean", "kd_vgg16_std", "precision", "recall",
+                  "fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std"):
+            if k in gen:
+                lines.append(f"  {k:<22}{_fmt(gen.get(k))}")
         if gen.get("skipped"):
             lines.append(f"  ({gen['skipped']})")
     clf = result.get("classifier")

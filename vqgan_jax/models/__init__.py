@@ -16,6 +16,7 @@ from vqgan_jax.errors import UserError
 MODELS = {
     "vqgan": "vqgan",         # VQGAN autoencoder (taming layout) with its vector quantizer
     "dcgan": "dcgan",         # DCGAN generator (its discriminator: dcgan.discriminator_from_config)
+    "vae": "vae",             # variational autoencoder (vector or spatial Gaussian latent)
 }
 
 

@@ -5,6 +5,7 @@ One loader per part, used by `sample.py`, evaluation and token encoding:
     load_vqgan(workdir)    DIR/vqgan: the autoencoder with its EMA weights (when the run keeps them) and
                            quantizer statistics; never the optimizer moments or the discriminator
     load_prior(workdir)    DIR/prior: the GPT-2, its parameters and its token layout
+    load_vae(workdir)      DIR/vae: the VAE with its EMA weights (when kept), never the discriminator
 
 Each rebuilds its model from the part's config.json (the run folder is self-describing) with the layers
 `config.ops` picks for the devices here (`vqgan_jax.backends`), so a run trained on a GPU samples on a CPU
@@ -133,3 +134,22 @@ def load_prior(workdir: str, mesh=None, ops: str | None = None) -> LoadedPrior:
                             jax.random.PRNGKey(0))
     restored, step = _restore(workdir, "prior", abstract_like({"params": shapes["params"]}, parallel.replicated(mesh)))
     return LoadedPrior(config, model, {"params": restored["params"]}, step, ops, mesh, tokens, layout)
+
+
+_VAE_HINT = "train the VAE first: python train.py --config configs/vae/flowers64.py --workdir {workdir}"
+
+
+def load_vae(workdir: str, mesh=None, ops: str | None = None) -> Loaded:
+    """DIR/vae's VAE: its EMA weights when the run keeps them (optim.ema_decay > 0), else the trained
+    weights; never the optimizer state or the VAE-GAN's discriminator. ops: override the run's config.ops."""
+    runs.require_checkpoint(workdir, "vae", _VAE_HINT.format(workdir=workdir))
+    config = runs.read_config(workdir, "vae")
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    ops = backends.resolve(ops or config.ops, mesh.devices.flat)
+    model = models.get(config.model.name).from_config(config, **backends.vqgan_layers(ops))
+    size, channels = int(config.data.image_size), int(config.model.out_channels)
+    shapes = jax.eval_shape(lambda r: model.init({"params": r, "latent": r}, jnp.zeros((1, size, size, channels)),
+                                                 jnp.zeros((1,), jnp.int32), train=False), jax.random.PRNGKey(0))
+    params_key = "ema_params" if float(config.optim.ema_decay) > 0 else "params"
+    restored, step = _restore(workdir, "vae", abstract_like({params_key: shapes["params"]}, parallel.replicated(mesh)))
+    return Loaded(config, model, {"params": restored[params_key]}, step, ops, mesh)

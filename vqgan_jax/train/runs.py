@@ -8,6 +8,7 @@
     DIR/dcgan/...              a DCGAN (no stages): the same files; images/ holds fixed-noise grids
     DIR/diffusion/             the latent-diffusion prior (same layout as DIR/prior, + layout.json)
     DIR/latents/               the stage-1 latents it trains on (data.latents)
+    DIR/vae/...                the VAE (same layout; images/ holds fixed-noise samples, images/reconstructions/)
 
 A run folder is self-describing (nanoGPT's habit): the config saved beside the checkpoints is enough
 to rebuild the models, so `sample.py --workdir DIR` needs nothing else.
@@ -22,13 +23,14 @@ import ml_collections
 
 from vqgan_jax.errors import UserError
 
-STAGES = ("vqgan", "prior", "dcgan", "diffusion")
+STAGES = ("vqgan", "prior", "dcgan", "diffusion", "vae")
 # Config sections or dotted keys that define a part's parameters: changing them under an existing
 # checkpoint is an error. Everything else (steps, logging, learning rates, sampling defaults) may change
 # between runs, so a part can be trained longer or with other settings.
 MODEL_SECTIONS = {"vqgan": ("model", "quantizer", "disc"),
                   "prior": ("prior.n_layer", "prior.n_head", "prior.n_embd", "prior.conditional"),
                   "dcgan": ("model",),
+                  "vae": ("model", "disc"),
                   "diffusion": tuple(f"diffusion.{k}" for k in (
                       "latents", "model", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dit_patch",
                       "dit_hidden", "dit_depth", "dit_heads", "objective", "timesteps", "conditional"))}

@@ -14,6 +14,7 @@ STAGES = {
     "prior": "ar_prior",     # stage 2: the GPT-2 prior over its tokens (DIR/prior)
     "dcgan": "dcgan",        # a DCGAN, one part (DIR/dcgan)
     "diffusion": "diffusion",  # stage 2: the latent-diffusion prior over its latents (DIR/diffusion)
+    "vae": "vae",            # the variational autoencoder, a generator on its own (DIR/vae)
 }
 
 

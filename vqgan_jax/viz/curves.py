@@ -36,6 +36,16 @@ PANELS = {
         ("denoising mse by noise level", (("mse_high_noise", "t >= T/2"), ("mse_low_noise", "t < T/2"))),
         ("gradient norm", (("grad_norm", "grad_norm"),)),
     ),
+    "vae": (
+        ("reconstruction NLL (nats per image)", (("rec", "train"), ("eval/rec", "held-out"))),
+        ("KL (nats per image)", (("kl", "train"), ("eval/kl", "held-out"))),
+        ("beta (KL weight)", (("beta", "beta"),)),
+        ("active latent units", (("active_units", "train batch"), ("eval/active_units", "held-out"))),
+        ("negative ELBO (nats per dim)", (("neg_elbo_per_dim", "train"), ("eval/neg_elbo_per_dim", "held-out"))),
+        ("adversarial losses", (("g/adv", "generator g/adv"), ("d/loss", "discriminator d/loss"))),
+        ("perceptual loss", (("perceptual", "perceptual"),)),
+        ("held-out PSNR (dB)", (("eval/psnr", "eval/psnr"),)),
+    ),
 }
 
 
