@@ -88,6 +88,17 @@ def test_generators_registry(tmp_path):
     with pytest.raises(UserError, match="the vae generator does not take --top_k"):
         generators.check_options("vae", {"top_k": 5})
     generators.check_options("prior", {"top_k": 5, "cfg_scale": 2.0})
+    # Every generator of the package is registered; with both priors the GPT-2 samples unless asked.
+    assert set(generators.GENERATORS) == {"prior", "diffusion", "dcgan", "vae"}
+    os.makedirs(os.path.join(work, "diffusion"))
+    os.makedirs(os.path.join(work, "dcgan"))
+    assert generators.available(work) == ["prior", "diffusion", "dcgan", "vae"]
+    assert generators.resolve(work) == "prior" and generators.resolve(work, "diffusion") == "diffusion"
+    generators.check_options("diffusion", {"sampler": "ddim", "steps": 10, "eta": 0.5, "label": 1, "cfg_scale": 2})
+    with pytest.raises(UserError, match="the diffusion generator does not take --top_k"):
+        generators.check_options("diffusion", {"top_k": 5})
+    with pytest.raises(UserError, match="the dcgan generator does not take --temperature"):
+        generators.check_options("dcgan", {"temperature": 0.5})
 
 
 def test_class_means_and_latent_strip(loaded):
