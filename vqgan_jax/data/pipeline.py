@@ -123,7 +123,9 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
     'label': int32 (b,)} with b = global_batch_size // process_count and S = data_cfg.image_size; the last partial batch is dropped. training=True: seeded
     shuffle (epoch e's order is a function of (seed, e)), random crop, random flip if
     data_cfg.random_flip, repeats forever. training=False: centre crop, file order, no flip, one pass
-    unless repeat=True. Processes read disjoint, equally sized shards. start_batch=k starts at the
+    unless repeat=True. Process p gets rows p*b .. (p+1)*b - 1 of every global batch of one global
+    stream: disjoint slices that together read every image once per epoch, and global batches that do
+    not depend on the number of processes. start_batch=k starts at the
     (k+1)-th batch of that same stream, skipping undecoded elements and whole epochs for free, so a run
     resumed at step k sees the batches an uninterrupted run would have.
     """
@@ -145,21 +147,24 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
     repeat = training if repeat is None else repeat
     channels = channels_of(data_cfg)
 
+    # Every process walks the same global stream (the whole split, shuffled by the same seed) and keeps
+    # its slice of each global batch, so the global batches, and every loss, are the same for any number
+    # of processes; filtering by position happens before decoding, so each image is decoded once.
     if data_cfg.source == "synthetic":
-        shard = _synthetic_shard(data_cfg, split, process_index, process_count)
+        shard = _synthetic_shard(data_cfg, split, 0, 1)
     elif data_cfg.source == "folder":
-        shard = _folder_shard(data_cfg, split, process_index, process_count)
+        shard = _folder_shard(data_cfg, split, 0, 1)
     else:
-        shard = tfds.shard(data_cfg, split, process_index, process_count)
-    if shard.size == 0 or (not repeat and shard.size < batch):
+        shard = tfds.shard(data_cfg, split, 0, 1)
+    if shard.size == 0 or (not repeat and shard.size < global_batch_size):
         raise UserError(
-            f"the {split} split has {shard.size} examples per process, fewer than one batch of {batch}: "
+            f"the {split} split has {shard.size} examples, fewer than one batch of {global_batch_size}: "
             "lower train.batch_size or use more data (data.eval_fraction for folders)")
 
-    n, start = shard.size, start_batch * batch                          # start: an element position
+    n, start = shard.size, start_batch * global_batch_size              # start: a global element position
     if training:
-        # Epoch e is the shard shuffled with a seed drawn from (seed, e), so any epoch can be started
-        # without replaying the ones before it. File names are tiny: shuffle those over the whole shard.
+        # Epoch e is the split shuffled with a seed drawn from (seed, e), so any epoch can be started
+        # without replaying the ones before it. File names are tiny: shuffle those over the whole split.
         buffer = n if shard.kind == "path" else min(n, max(1, data_cfg.shuffle_buffer))
         first_epoch = start // n if repeat else 0
 
@@ -172,6 +177,10 @@ def make_dataset(data_cfg, *, split: str, global_batch_size: int, seed: int, tra
         ds = epochs.flat_map(epoch).enumerate(start=first_epoch * n).skip(start - first_epoch * n)
     else:
         ds = (shard.elements.repeat() if repeat else shard.elements).enumerate().skip(start)
+    if not repeat:  # one pass: whole global batches only, so every process gets the same number
+        ds = ds.take(max((n // global_batch_size) * global_batch_size - start, 0))
+    if process_count > 1:
+        ds = ds.filter(lambda i, _: tf.equal((i % global_batch_size) // batch, process_index))
     # The element position (counted from the stream's start) seeds that element's crop and flip.
     ds = ds.map(
         functools.partial(_prepare, kind=shard.kind, size=data_cfg.image_size, seed=seed,

@@ -1,7 +1,8 @@
 """Token grids for the autoregressive prior: the vocabulary layout and the encoded training set.
 
     DIR/tokens/meta.json              {num_codes, grid, count, vqgan_step, flip, num_classes, ...}
-    DIR/tokens/shard_P_NNNNN.npz      ids: uint16 (N, h, w), labels: int32 (N,)   (P = process index)
+    DIR/tokens/shard_P_NNNNN.npz      ids: uint16 (N, h, w), labels: int32 (N,), pos: int64 (N,)
+                                      (P = process index; pos = the row's place in the one-process order)
 
 The autoregressive prior's trainer writes the shards once (`trainers.ar_prior.encode_training_set`); a
 later `--stage prior` reuses them when they were made from the same checkpoint. `PriorTokens` says how a
@@ -84,35 +85,50 @@ def shard_paths(tokens_dir: str, process_index: int) -> list[str]:
     return sorted(glob.glob(os.path.join(tokens_dir, f"shard_{process_index}_*.npz")))
 
 
-def save_shard(directory: str, name: str, ids: np.ndarray, labels: np.ndarray) -> str:
-    """Writes ids uint16 (N, h, w) + labels int32 (N,) atomically; returns the path."""
+def save_shard(directory: str, name: str, ids: np.ndarray, labels: np.ndarray, pos: np.ndarray | None = None) -> str:
+    """Writes ids uint16 (N, h, w) + labels int32 (N,) (+ pos int64 (N,): each row's place in the
+    one-process order) atomically; returns the path."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, name)
     tmp = path + ".tmp.npz"
-    np.savez(tmp, ids=ids.astype(np.uint16), labels=labels.astype(np.int32))
+    extra = {} if pos is None else {"pos": np.asarray(pos, np.int64)}
+    np.savez(tmp, ids=ids.astype(np.uint16), labels=labels.astype(np.int32), **extra)
     os.replace(tmp, path)
     return path
 
 
 def load_tokens(tokens_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """All shards of this process: (ids int32 (N, h*w), labels int32 (N,), meta)."""
+    """Every process's shards, in the one-process order: (ids int32 (N, h*w), labels int32 (N,), meta).
+
+    The same arrays in every process of a job, whatever the number of processes that encoded them
+    (shards written before rows carried their place are this process's own, in file order)."""
     meta = read_meta(tokens_dir)
     if meta is None:
         raise UserError(f"no tokens in {tokens_dir}: run train.py --stage prior to encode them")
-    files = shard_paths(tokens_dir, jax.process_index())
+    files = sorted(glob.glob(os.path.join(tokens_dir, "shard_*_*.npz")))
     if not files:
         raise UserError(f"{tokens_dir} has meta.json but no shards: delete the folder and rerun")
-    ids, labels = [], []
+    ids, labels, pos = [], [], []
     for f in files:
         try:
             with np.load(f) as z:
                 ids.append(z["ids"].astype(np.int32))
                 labels.append(z["labels"])
+                pos.append(z["pos"] if "pos" in z.files else None)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise UserError(f"the token shard {f} is damaged ({type(e).__name__}): delete {tokens_dir} and run "
                             "train.py --stage prior again to encode the tokens anew") from None
-    ids = np.concatenate(ids)
-    return ids.reshape(ids.shape[0], -1), np.concatenate(labels), meta
+    if any(p is None for p in pos):  # an older folder: this process's shards as they are
+        own = set(shard_paths(tokens_dir, jax.process_index()))
+        keep = [i for i, f in enumerate(files) if f in own]
+        ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
+        order = None
+    else:
+        order = np.argsort(np.concatenate(pos), kind="stable")
+    ids, labels = np.concatenate(ids), np.concatenate(labels)
+    if order is not None:
+        ids, labels = ids[order], labels[order]
+    return ids.reshape(ids.shape[0], -1), labels, meta
 
 
 def sequence_length(meta: dict) -> int:

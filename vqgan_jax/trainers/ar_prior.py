@@ -125,21 +125,24 @@ class PriorSetup:
 
 
 def token_batches(ids: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int, start_step: int):
-    """Endless per-process batches {'ids': int32 (b, T), 'label': int32 (b,)} of this process's tokens.
+    """Endless per-process batches {'ids': int32 (b, T), 'label': int32 (b,)}: this process's rows
+    p*b .. (p+1)*b - 1 of each global batch drawn from all the tokens (ids, labels: the whole set, the
+    same in every process), so the batches do not depend on the number of processes.
 
     Epoch e visits the rows in the order of a permutation seeded by (seed, e), so the batch of step s
     is a pure function of s: a resumed run sees exactly the batches an uninterrupted one would.
     """
     b = global_batch // jax.process_count()
+    lo = jax.process_index() * b
     n = len(ids)
-    if n < b:
-        raise UserError(f"only {n} token grids for a per-process batch of {b}: lower prior.batch_size")
-    per_epoch = n // b
+    if n < global_batch:
+        raise UserError(f"only {n} token grids for a batch of {global_batch}: lower prior.batch_size")
+    per_epoch = n // global_batch
     step = start_step
     while True:
         epoch, k = divmod(step, per_epoch)
         perm = np.random.default_rng([seed, epoch]).permutation(n)
-        rows = perm[k * b:(k + 1) * b]
+        rows = perm[k * global_batch:(k + 1) * global_batch][lo:lo + b]
         yield {"ids": ids[rows].astype(np.int32), "label": labels[rows].astype(np.int32)}
         step += 1
 
@@ -166,27 +169,34 @@ def encode_training_set(workdir: str, data_cfg, encode: Callable, mesh, vqgan_st
     ds = pipeline.make_dataset(data_cfg, split="train", global_batch_size=bs, seed=0, training=False,
                                process_index=jax.process_index(), process_count=jax.process_count(),
                                repeat=False)
-    buf_ids, buf_labels, shard, count, grid = [], [], 0, 0, None
-    for batch in pipeline.iterate_numpy(ds):
+    buf_ids, buf_labels, buf_pos, shard, count, grid = [], [], [], 0, 0, None
+    pi = jax.process_index()
+    for k, batch in enumerate(pipeline.iterate_numpy(ds)):
         g = parallel.global_batch(batch, mesh)
         ids, ids_flip = jax.device_get(encode(g["image"]))
-        # Each process keeps its own rows of the global batch (its local data).
-        local = slice(jax.process_index() * len(batch["label"]), (jax.process_index() + 1) * len(batch["label"]))
-        ids, ids_flip = np.asarray(ids)[local], np.asarray(ids_flip)[local]
+        # Each process keeps its own rows of the global batch (its local data), with each row's place in
+        # the one-process order (batch k's grids, then their mirrored grids), so any number of processes
+        # reassembles the same token set (`tokens.load_tokens`).
+        b = len(batch["label"])
+        ids, ids_flip = np.asarray(ids)[pi * b:(pi + 1) * b], np.asarray(ids_flip)[pi * b:(pi + 1) * b]
         grid = ids.shape[1:]
+        rows = pi * b + np.arange(b)
         buf_ids.append(ids)
         buf_labels.append(batch["label"])
+        buf_pos.append((2 * k) * bs + rows)
         if flip:
             buf_ids.append(ids_flip)
             buf_labels.append(batch["label"])
+            buf_pos.append((2 * k + 1) * bs + rows)
         count += len(ids) * (2 if flip else 1)
         if sum(len(b) for b in buf_ids) >= tokens_lib.SHARD_SIZE:
-            tokens_lib.save_shard(out, f"shard_{jax.process_index()}_{shard:05d}.npz",
-                       np.concatenate(buf_ids), np.concatenate(buf_labels))
-            buf_ids, buf_labels, shard = [], [], shard + 1
+            tokens_lib.save_shard(out, f"shard_{pi}_{shard:05d}.npz", np.concatenate(buf_ids),
+                                  np.concatenate(buf_labels), np.concatenate(buf_pos))
+            buf_ids, buf_labels, buf_pos, shard = [], [], [], shard + 1
     if buf_ids:
-        tokens_lib.save_shard(out, f"shard_{jax.process_index()}_{shard:05d}.npz",
-                   np.concatenate(buf_ids), np.concatenate(buf_labels))
+        tokens_lib.save_shard(out, f"shard_{pi}_{shard:05d}.npz", np.concatenate(buf_ids),
+                              np.concatenate(buf_labels), np.concatenate(buf_pos))
+    count *= jax.process_count()  # every process encodes the same number of rows
     if count == 0:
         raise UserError(f"no training images were encoded (fewer than one batch of {bs}?)")
     meta = {"num_codes": int(num_codes), "grid": list(grid), "count": count,
@@ -194,6 +204,7 @@ def encode_training_set(workdir: str, data_cfg, encode: Callable, mesh, vqgan_st
             "class_names": list(pipeline.dataset_info(data_cfg).get("class_names", []))}
     if jax.process_index() == 0:
         tokens_lib.write_meta(out, meta)
+    parallel.barrier("tokens encoded")  # every process reads every shard next
     print(f"encoded {count} token grids of {grid[0]}x{grid[1]} into {out}", flush=True)
     return meta
 
