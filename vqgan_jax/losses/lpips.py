@@ -138,3 +138,12 @@ def lpips_fn(dtype=jnp.float32):
         return module.apply(jax.lax.stop_gradient(variables), x0, x1)
 
     return distance
+
+
+def lpips_apply_fn(weight: float):
+    """`(params, a, b) -> (B,) distances` of an `LPIPS()` module for a train step, or None when
+    weight <= 0 (the perceptual term is off and its weights are never loaded)."""
+    if weight <= 0:
+        return None
+    model = LPIPS()
+    return lambda params, a, b: model.apply({"params": params}, a, b)

@@ -48,11 +48,8 @@ class VQGANSetup:
         self.d_tx = optim.adam(o.d_lr, b1=o.b1, b2=o.b2, warmup_steps=o.warmup_steps, grad_clip=o.grad_clip)
         self.ema_decay = float(o.ema_decay)
         self.image_size = int(config.data.image_size)
-        lpips_apply = None
-        if self.loss.perceptual_weight > 0:
-            from vqgan_jax.losses import lpips as lpips_lib
-            lpips_model = lpips_lib.LPIPS()
-            lpips_apply = lambda p, a, b: lpips_model.apply({"params": p}, a, b)  # noqa: E731
+        from vqgan_jax.losses.lpips import lpips_apply_fn
+        lpips_apply = lpips_apply_fn(self.loss.perceptual_weight)
         step = functools.partial(
             vqgan_train_step, model=self.model, disc=self.disc, g_tx=self.g_tx, d_tx=self.d_tx, loss=self.loss,
             lpips_apply=lpips_apply, ema_decay=self.ema_decay,
