@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test demo bench results clean
+.PHONY: venv test test-slow test-all demo bench results clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,18 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+PYTEST := $(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup
+
+# The fast tier: everything but the tests marked slow (whole multi-process jobs, kill -9 loops).
 test: $(STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(PYTEST) -m "not slow"
+
+# The slow tier; CI (.ci/run) runs both.
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
+
+test-all: $(STAMP)
+	$(PYTEST)
 
 demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir $(DEMO_DIR)

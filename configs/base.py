@@ -213,6 +213,11 @@ def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.prior.ckpt_every = 2
     c.prior.image_every = 0
     c.prior.top_k = 8
+    return apply_tiny_diffusion(c)
+
+
+def apply_tiny_diffusion(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny preset's latent-diffusion prior (a two-level U-Net of width 16; a 2-block DiT of width 32)."""
     c.diffusion.ch = 16
     c.diffusion.ch_mult = (1, 2)
     c.diffusion.num_res_blocks = 1

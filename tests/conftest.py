@@ -58,3 +58,25 @@ def diffusion_run_dir(run_dir, tmp_path_factory):
     shutil.copytree(os.path.join(run_dir, "vqgan"), os.path.join(work, "vqgan"))
     trainers.train("diffusion", demo.get_config("tiny"), work)
     return work
+
+
+# VQGAN_TEST_CPU_LOG=FILE: one JSON line per test with its CPU seconds (all threads of the worker process,
+# so XLA's compile and compute threads count, plus the train.py / sample.py children it waited for;
+# unlike wall time it does not grow when the machine is busy).
+# For sizing the suite (`make test` must stay fast); off by default.
+if os.environ.get("VQGAN_TEST_CPU_LOG"):
+    import json
+    import resource
+    import time
+
+    def _cpu_seconds():
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + kids.ru_utime + kids.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        t_cpu, t_wall = _cpu_seconds(), time.perf_counter()
+        yield
+        with open(os.environ["VQGAN_TEST_CPU_LOG"], "a") as f:
+            f.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - t_cpu, 2),
+                                "wall_s": round(time.perf_counter() - t_wall, 2)}) + "\n")

@@ -13,6 +13,7 @@ def get_vae_base_config() -> ml_collections.ConfigDict:
     c.data = b.data
     c.train = b.train
     c.disc = b.disc               # the VAE-GAN's PatchGAN (used only when loss.disc_weight > 0)
+    c.diffusion = b.diffusion     # --stage diffusion: a latent-diffusion prior over a spatial-latent VAE
 
     c.model = m = ml_collections.ConfigDict()
     m.name = "vae"                # vqgan_jax.models.MODELS; the run folder's part is DIR/vae
@@ -83,4 +84,4 @@ def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.eval_every = 2
     c.train.eval_batches = 1
     c.train.num_image_rows = 4
-    return c
+    return base.apply_tiny_diffusion(c)  # --stage diffusion over a spatial-latent tiny VAE

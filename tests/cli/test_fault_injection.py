@@ -9,11 +9,14 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from tests.cli.commands import ROOT, run
 from vqgan_jax.train import runs
 from vqgan_jax.train.checkpoint import Checkpointer
 from vqgan_jax.trainers.vqgan import VQGANSetup
+
+pytestmark = pytest.mark.slow  # eight restarts of train.py: the slow tier (`make test-slow`, run by CI)
 
 STEPS = 8
 ARGS = ["--config", "configs/demo.py:tiny", f"--config.train.num_steps={STEPS}", "--config.train.ckpt_every=1",

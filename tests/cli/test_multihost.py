@@ -15,7 +15,8 @@ import pytest
 from tests.cli.commands import ROOT
 from vqgan_jax.train import metrics as metrics_lib
 
-pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the processes need the CPU together
+# One worker (the processes need the CPU together); the slow tier (`make test-slow`, run by CI).
+pytestmark = [pytest.mark.xdist_group("multihost"), pytest.mark.slow]
 
 BASE = ["--config", "configs/demo.py:tiny", "--config.ops=plain", "--config.train.log_every=1",
         "--config.train.image_every=0", "--config.train.eval_every=0", "--config.prior.log_every=1"]

@@ -34,9 +34,13 @@ def test_compare_folders_tells_noise_from_flat_colours(tmp_path):
     noise = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
     flat = np.broadcast_to(rng.integers(0, 256, (200, 1, 1, 3), dtype=np.uint8), (200, 32, 32, 3))
     result = evaluation.compare_folders(_write_folder(tmp_path / "a", noise), _write_folder(tmp_path / "b", flat),
-                                        fid=False, classifier_epochs=10, out_dir=str(tmp_path / "out"))
-    assert result["image_size"] == 32 and result["generation"] is None
-    assert result["classifier"]["accuracy"] >= 0.9
+                                        fid=False, classifier_epochs=10, out_dir=str(tmp_path / "out"), vgg_size=32)
+    assert result["image_size"] == 32
+    gen = result["generation"]  # the same block as a run's samples get: VGG16 features, no Inception
+    assert gen["num_real"] == gen["num_fake"] == 200 and "fid" not in gen
+    assert gen["fd_vgg16"] > 0 and gen["kd_vgg16_mean"] > 0
+    assert gen["recall"] < 0.1 and gen["precision"] < 0.1   # flat colours cover none of the noise's features
+    assert gen["classifier_accuracy"] == result["classifier"]["accuracy"] >= 0.9
     assert os.path.isfile(tmp_path / "out" / "classifier_confusion.png")
 
 

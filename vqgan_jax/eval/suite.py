@@ -126,8 +126,7 @@ def reconstruction_metrics(images: np.ndarray, recs: np.ndarray, ids: np.ndarray
 
 
 # -- generation: the shared block lives in eval.generation; these names stay importable from here --------
-from vqgan_jax.eval.generation import (DEFAULT_INCEPTION_WEIGHTS, classifier_test,  # noqa: E402,F401
-                                       inception_metrics, resolve_inception)
+from vqgan_jax.eval.generation import DEFAULT_INCEPTION_WEIGHTS, resolve_inception  # noqa: E402
 
 
 # -- whole evaluations -------------------------------------------------------------------------------
@@ -239,21 +238,27 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str = "eva
 
 def compare_folders(real_dir: str, fake_dir: str, *, image_size: int | None = None,
                     inception_weights: str | None = None, fid: bool | None = None, max_images: int | None = None,
-                    classifier_epochs: int = 10, seed: int = 0, out_dir: str | None = None) -> dict:
-    """Any two image folders: FID / KID / IS (when Inception weights are there) and the real-vs-fake
-    classifier. Both folders are centre-cropped to image_size (default: the first real image's short side)."""
-    weights = resolve_inception(inception_weights, fid)
+                    classifier_epochs: int = 10, seed: int = 0, out_dir: str | None = None,
+                    vgg_size: int | None = None) -> dict:
+    """Any two image folders, scored by the generation block every generator gets (`eval.generation`):
+    the real-vs-fake classifier, fd_vgg16 / kd_vgg16 and precision / recall on VGG16 features, and FID /
+    KID / IS when the Inception weights are there. Both folders are centre-cropped to image_size (default:
+    the first real image's short side). vgg_size: VGG16's input side (default 224; tests use less).
+
+    Returns {'real', 'fake', 'image_size', 'generation': {...}, 'classifier': {...}}."""
+    from vqgan_jax.eval import generation as gen_lib
+    from vqgan_jax.eval import vgg_features
+    resolve_inception(inception_weights, fid)  # a missing file asked for is an error before any work
     size = image_size or first_image_size(real_dir)
     real = load_folder(real_dir, size, max_images)
     fake = load_folder(fake_dir, size, max_images)
-    result = {"real": os.path.abspath(real_dir), "fake": os.path.abspath(fake_dir), "image_size": size,
-              "generation": None, "classifier": None}
-    if weights:
-        parts = (hashlib.sha256("\n".join(sorted(os.listdir(real_dir))).encode()).hexdigest(), str(size))
-        result["generation"] = inception_metrics(images_lib.to_uint8(real), images_lib.to_uint8(fake), weights,
-                                                 None, parts)
-    result["classifier"] = classifier_test(real, fake, out_dir, seed=seed, epochs=classifier_epochs)
-    return result
+    parts = (hashlib.sha256("\n".join(sorted(os.listdir(real_dir))).encode()).hexdigest(), str(size))
+    gen, clf = gen_lib.evaluate_generation(
+        images_lib.to_uint8(fake), images_lib.to_uint8(real), seed=seed, classifier_epochs=classifier_epochs,
+        inception_weights=inception_weights, fid=fid, cache_parts=parts,
+        vgg_size=vgg_size or vgg_features.VGG_SIZE, out_dir=out_dir)
+    return {"real": os.path.abspath(real_dir), "fake": os.path.abspath(fake_dir), "image_size": size,
+            "generation": gen, "classifier": clf}
 
 
 # -- reporting ---------------------------------------------------------------------------------------

@@ -7,11 +7,14 @@ A `LatentSource` is the whole interface the diffusion trainer and sampler use:
     source.latent_shape (h, w, c), source.step (the stage-1 checkpoint), source.name, source.kind
 
 `load(workdir, name, kind)` picks the implementation by the stage-1 generator's name (config
-`model.name`). Today: 'vqgan' (`VQGANLatents`), whose latents are either the continuous encoder output
-after quant_conv ('continuous', the quantizer's input) or the codebook vectors it snaps to ('quantized');
-both decode through the quantizer (nearest code) and the decoder, the path the decoder was trained on.
-A VAE plugs in as one more entry of SOURCES whose encode / decode call its encode_latents /
-decode_latents (docs/diffusion.md).
+`model.name`):
+  'vqgan'  (`vqgan_source`): the continuous encoder output after quant_conv ('continuous', the quantizer's
+           input) or the codebook vectors it snaps to ('quantized'); both decode through the quantizer
+           (nearest code) and the decoder, the path the decoder was trained on.
+  'vae'    (`vae_source`): a VAE with a spatial latent (model.latent_dim = 0): the posterior means
+           (B, H/f, W/f, z_channels) ('continuous' only), decoded by its decoder (eval mode). A vector
+           latent has no grid for the denoiser, and a class-conditional VAE would need the label at
+           encode and decode time: both are refused with a line saying what to train instead.
 
 `encode_training_set` caches the stage-1 training split's latents in DIR/latents (`data.latents`) with
 the latent scale measured on them.
@@ -84,8 +87,49 @@ def vqgan_source(workdir: str, kind: str, mesh=None) -> LatentSource:
                         lambda z: dec(variables, z), vq.mesh)
 
 
+@functools.lru_cache(maxsize=8)
+def _vae_programs(config_json: str, ops: str, mesh):
+    """The jitted (encode -> posterior mean, decode) of a VAE config (JSON), layers and mesh, built once per
+    process. Both take the variables first."""
+    config = runs.with_defaults(json.loads(config_json))
+    model = models.get(config["model"]["name"]).from_config(config, **backends.vqgan_layers(ops))
+
+    def encode(variables, x):
+        label = np.zeros((x.shape[0],), np.int32)   # unconditional: the label is not read
+        return model.apply(variables, x, label, method=lambda m, x, y: m.encode_latents(x, y)[0])
+
+    def decode(variables, z):
+        label = np.zeros((z.shape[0],), np.int32)
+        return model.apply(variables, z, label, method=lambda m, z, y: m.decode_latents(z, y))
+
+    rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    return jax.jit(encode, in_shardings=(rep, bat), out_shardings=rep), jax.jit(decode)
+
+
+def vae_source(workdir: str, kind: str, mesh=None) -> LatentSource:
+    """DIR/vae as a latent source (EMA weights when the run keeps them): posterior means in, decoder out."""
+    model_cfg = runs.read_config(workdir, "vae").model   # refuse before restoring anything
+    if int(model_cfg.latent_dim) > 0:
+        raise UserError(f"the VAE in {workdir} has a vector latent ({model_cfg.latent_dim}-d); the diffusion "
+                        "prior needs a spatial one: train the VAE with --config.model.latent_dim=0")
+    vae = loading.load_vae(workdir, mesh)
+    if vae.model.num_classes > 0:
+        raise UserError(f"the VAE in {workdir} is class-conditional; the diffusion prior works over an "
+                        "unconditional VAE (--config.model.conditional=False); it can be class-conditional "
+                        "itself (diffusion.conditional)")
+    if kind != "continuous":
+        raise UserError(f"diffusion.latents={kind!r} is for a VQGAN; a VAE's latents are continuous: "
+                        "use --config.diffusion.latents=continuous")
+    if int(vae.config.model.out_channels) != 3:
+        raise UserError("the diffusion prior over a VAE needs RGB images (model.out_channels=3)")
+    enc, dec = _vae_programs(json.dumps(runs.config_to_dict(vae.config), sort_keys=True), vae.ops, vae.mesh)
+    variables = vae.variables
+    return LatentSource("vae", kind, vae.step, tuple(vae.model.latent_shape), vae.config,
+                        lambda x: enc(variables, x).astype(np.float32), lambda z: dec(variables, z), vae.mesh)
+
+
 # stage-1 generator name (config model.name) -> its latent source
-SOURCES = {"vqgan": vqgan_source}
+SOURCES = {"vqgan": vqgan_source, "vae": vae_source}
 
 
 def load(workdir: str, name: str, kind: str, mesh=None) -> LatentSource:
