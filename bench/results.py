@@ -43,7 +43,7 @@ PRIOR_MINUTES = 30.0
 CALIBRATION_STEPS = 30
 VAE_STEPS = 600
 DCGAN_STEPS = 700
-NUM_SAMPLES = 512
+NUM_SAMPLES = 256
 DIFFUSION_SAMPLER, DIFFUSION_SAMPLE_STEPS = "dpmpp2m", 25
 CAUGHT_TARGET = 0.80   # the latent-diffusion issue's target for the better prior's classifier accuracy
 GENERATORS = ("prior", "diffusion", "vae", "dcgan")
@@ -118,11 +118,15 @@ def run_all(cmds, pin: bool):
         cmd = ["taskset", "-c", str(core % os.cpu_count()), *cmd]
         _log(f"{name} (core {core % os.cpu_count()}): " + " ".join(cmd))
         procs.append((name, subprocess.Popen(cmd, cwd=ROOT), time.time()))
-    failed = []
-    for name, p, t in procs:
-        if p.wait() != 0:
-            failed.append(f"{name} (exit {p.returncode})")
-        seconds[name] = time.time() - t
+    failed, running = [], list(procs)
+    while running:                       # each one's own end time, whichever finishes first
+        time.sleep(1)
+        for name, p, t in list(running):
+            if p.poll() is not None:
+                running.remove((name, p, t))
+                seconds[name] = time.time() - t
+                if p.returncode != 0:
+                    failed.append(f"{name} (exit {p.returncode})")
     if failed:
         raise SystemExit("failed: " + ", ".join(failed))
     return seconds
@@ -149,6 +153,15 @@ def seconds_per_step(workdir: str, part: str) -> float:
     if not rates:
         raise SystemExit(f"no {key} rows in {workdir}/{part}/metrics.jsonl to calibrate from")
     return float(np.median([items / r for r in rates]))
+
+
+def wall_minutes(workdir, part) -> float:
+    """A part's training wall-clock from its run folder: config.json (written when training starts) to the
+    newest checkpoint file; for a part trained in one go whose invocation did not record its time."""
+    start = os.path.getmtime(os.path.join(workdir, part, "config.json"))
+    end = max(os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(workdir, part, "checkpoints"))
+              for f in fs)
+    return (end - start) / 60
 
 
 def trained_steps(workdir, part) -> int:
@@ -302,6 +315,10 @@ def main():
         for n, s in run_all(todo, pin=False).items():
             train(n, {"vqgan": STAGE1_STEPS, "vae": VAE_STEPS, "dcgan": DCGAN_STEPS}[n], s)
 
+    for n, w, steps in (("vqgan", f64, STAGE1_STEPS), ("vae", vae, VAE_STEPS), ("dcgan", dcgan, DCGAN_STEPS)):
+        if n not in facts["train"]:
+            facts["train"][n] = {"steps": steps, "minutes": wall_minutes(w, n)}
+
     # 2. the two priors: calibrate (their first steps), then train to the budget
     builders = {"prior": prior_args, "diffusion": diffusion_args}
     budget = facts.setdefault("budget", {})
@@ -341,7 +358,7 @@ def main():
     steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
     if not os.path.isfile(steps_plot) or args.reevaluate:
         run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps", "10,25,50",
-                                      "--num", "256"])], pin=False)
+                                      "--num", "128"])], pin=False)
     strip = os.path.join(vae, "eval", "interpolation.png")
     if not os.path.isfile(strip) or args.reevaluate:
         a, b = held_out_pair(args.data_dir)
