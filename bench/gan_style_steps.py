@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vqgan_jax.cli import prepare_process  # noqa: E402
 
-prepare_process(compilation_cache=False)  # cold compiles, as bench/RESULTS.md reports them
+prepare_process(compilation_cache=False)  # cold compiles, as bench/README.md reports them
 
 import importlib  # noqa: E402
 
