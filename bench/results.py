@@ -13,8 +13,8 @@ What it trains (the recipes are fixed below, so the table says exactly what prod
     WORK/vae     the flowers64 VAE (VAE_STEPS)
     WORK/dcgan   the flowers64 DCGAN (DCGAN_STEPS)
 Each is evaluated with `python -m vqgan_jax.evaluate` on NUM_SAMPLES samples against the held-out photos;
-sampling speed comes from bench/sample_speed.py, the diffusion prior's quality against its step count from
-bench/diffusion_steps.py.
+sampling speed comes from bench/sample_speed.py (the diffusion prior's from bench/diffusion_steps.py, which
+also gives its quality against the sampler's step count).
 
 --side_by_side trains independent parts two at a time, each process pinned to its own core (taskset):
 the VAE and the DCGAN beside each other, and the two priors beside each other, so each prior's budget is
@@ -347,18 +347,18 @@ def main():
     eval_dirs = {g: os.path.join(workdirs[g], "eval", g) for g in GENERATORS}
     facts["eval"] = {g: evaluate(py, workdirs[g], g, eval_dirs[g], args.reevaluate) for g in GENERATORS}
     save()
+    steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
+    if not os.path.isfile(steps_plot) or args.reevaluate:
+        run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps",
+                                      f"10,{DIFFUSION_SAMPLE_STEPS},50", "--num", "128"])], pin=False)
     speed = facts.setdefault("speed", {})
-    if "diffusion" not in speed or args.reevaluate:
-        rows = sample_speed(py, f64, "diffusion", steps=(10, DIFFUSION_SAMPLE_STEPS, 50))
-        speed["diffusion"] = ", ".join(f"{r['seconds_per_64']:.1f} ({r['steps']} steps)" for r in rows)
+    if "prior" not in speed or args.reevaluate:
+        with open(os.path.join(f64, "eval", "diffusion_steps.json")) as f:   # timed by diffusion_steps.py
+            speed["diffusion"] = ", ".join(f"{r['seconds_per_64']:.1f} ({r['steps']} steps)" for r in json.load(f))
         for g in ("prior", "vae", "dcgan"):
             r = sample_speed(py, workdirs[g], g)[0]
             speed[g] = f"{r['seconds_per_64']:.1f}" + (" (KV cache)" if g == "prior" else "")
         save()
-    steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
-    if not os.path.isfile(steps_plot) or args.reevaluate:
-        run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps", "10,25,50",
-                                      "--num", "128"])], pin=False)
     strip = os.path.join(vae, "eval", "interpolation.png")
     if not os.path.isfile(strip) or args.reevaluate:
         a, b = held_out_pair(args.data_dir)
