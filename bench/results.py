@@ -212,7 +212,17 @@ def table(facts: dict) -> str:
     def row(label, cell):
         lines.append(f"| {label} | " + " | ".join(cell(g) for g in GENERATORS) + " |")
 
-    row("training (this CPU)", lambda g: f"{train[g]['steps']} steps, {train[g]['minutes']:.0f} min")
+    budget = facts["budget"]
+
+    def training(g):
+        if g in budget:   # a prior: its step count is its budget over its own measured step time
+            return (f"{budget[g]['steps']} steps ({facts['prior_minutes']:g}-min budget at "
+                    f"{budget[g]['seconds_per_step']:.2f} s/step)")
+        return f"{train[g]['steps']} steps, {train[g]['minutes']:.0f} min wall-clock"
+
+    row("training (this CPU)", training)
+    row("training of its stage 1", lambda g: f"the VQGAN: {train['vqgan']['steps']} steps, "
+                                            f"{train['vqgan']['minutes']:.0f} min" if g in budget else "-")
     row("real-vs-fake classifier accuracy (0.5 = cannot tell)",
         lambda g: f"**{ev[g]['classifier']['accuracy']:.3f}**")
     row("fd_vgg16 (lower is better)", lambda g: _f(ev[g]["generation"]["fd_vgg16"], ".1f"))
@@ -336,6 +346,7 @@ def main():
             for g in builders if trained_steps(f64, g) < budget[g]["steps"]]
     for n, s in run_all(full, pin=args.side_by_side).items():
         train(n, budget[n]["steps"], s)
+    facts["prior_minutes"] = args.prior_minutes
     facts["prior_note"] = (
         f"Each prior trained for {args.prior_minutes:g} minutes of its own measured step time "
         f"(GPT-2 {budget['prior']['seconds_per_step']:.2f} s/step, diffusion "
