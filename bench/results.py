@@ -13,8 +13,8 @@ What it trains (the recipes are fixed below, so the table says exactly what prod
     WORK/vae     the flowers64 VAE (VAE_STEPS)
     WORK/dcgan   the flowers64 DCGAN (DCGAN_STEPS)
 Each is evaluated with `python -m vqgan_jax.evaluate` on NUM_SAMPLES samples against the held-out photos;
-sampling speed comes from bench/sample_speed.py, the diffusion prior's quality against its step count from
-bench/diffusion_steps.py.
+sampling speed comes from bench/sample_speed.py (the diffusion prior's from bench/diffusion_steps.py, which
+also gives its quality against the sampler's step count).
 
 --side_by_side trains independent parts two at a time, each process pinned to its own core (taskset):
 the VAE and the DCGAN beside each other, and the two priors beside each other, so each prior's budget is
@@ -212,7 +212,17 @@ def table(facts: dict) -> str:
     def row(label, cell):
         lines.append(f"| {label} | " + " | ".join(cell(g) for g in GENERATORS) + " |")
 
-    row("training (this CPU)", lambda g: f"{train[g]['steps']} steps, {train[g]['minutes']:.0f} min")
+    budget = facts["budget"]
+
+    def training(g):
+        if g in budget:   # a prior: its step count is its budget over its own measured step time
+            return (f"{budget[g]['steps']} steps ({facts['prior_minutes']:g}-min budget at "
+                    f"{budget[g]['seconds_per_step']:.2f} s/step)")
+        return f"{train[g]['steps']} steps, {train[g]['minutes']:.0f} min wall-clock"
+
+    row("training (this CPU)", training)
+    row("training of its stage 1", lambda g: f"the VQGAN: {train['vqgan']['steps']} steps, "
+                                            f"{train['vqgan']['minutes']:.0f} min" if g in budget else "-")
     row("real-vs-fake classifier accuracy (0.5 = cannot tell)",
         lambda g: f"**{ev[g]['classifier']['accuracy']:.3f}**")
     row("fd_vgg16 (lower is better)", lambda g: _f(ev[g]["generation"]["fd_vgg16"], ".1f"))
@@ -336,6 +346,7 @@ def main():
             for g in builders if trained_steps(f64, g) < budget[g]["steps"]]
     for n, s in run_all(full, pin=args.side_by_side).items():
         train(n, budget[n]["steps"], s)
+    facts["prior_minutes"] = args.prior_minutes
     facts["prior_note"] = (
         f"Each prior trained for {args.prior_minutes:g} minutes of its own measured step time "
         f"(GPT-2 {budget['prior']['seconds_per_step']:.2f} s/step, diffusion "
@@ -347,18 +358,18 @@ def main():
     eval_dirs = {g: os.path.join(workdirs[g], "eval", g) for g in GENERATORS}
     facts["eval"] = {g: evaluate(py, workdirs[g], g, eval_dirs[g], args.reevaluate) for g in GENERATORS}
     save()
+    steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
+    if not os.path.isfile(steps_plot) or args.reevaluate:
+        run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps",
+                                      f"10,{DIFFUSION_SAMPLE_STEPS},50", "--num", "128"])], pin=False)
     speed = facts.setdefault("speed", {})
-    if "diffusion" not in speed or args.reevaluate:
-        rows = sample_speed(py, f64, "diffusion", steps=(10, DIFFUSION_SAMPLE_STEPS, 50))
-        speed["diffusion"] = ", ".join(f"{r['seconds_per_64']:.1f} ({r['steps']} steps)" for r in rows)
+    if "prior" not in speed or args.reevaluate:
+        with open(os.path.join(f64, "eval", "diffusion_steps.json")) as f:   # timed by diffusion_steps.py
+            speed["diffusion"] = ", ".join(f"{r['seconds_per_64']:.1f} ({r['steps']} steps)" for r in json.load(f))
         for g in ("prior", "vae", "dcgan"):
             r = sample_speed(py, workdirs[g], g)[0]
             speed[g] = f"{r['seconds_per_64']:.1f}" + (" (KV cache)" if g == "prior" else "")
         save()
-    steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
-    if not os.path.isfile(steps_plot) or args.reevaluate:
-        run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps", "10,25,50",
-                                      "--num", "128"])], pin=False)
     strip = os.path.join(vae, "eval", "interpolation.png")
     if not os.path.isfile(strip) or args.reevaluate:
         a, b = held_out_pair(args.data_dir)
