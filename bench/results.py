@@ -392,8 +392,9 @@ def main():
         readme = open(path).read()
         if BEGIN not in readme or END not in readme:
             raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
-        cmd = "python bench/results.py --data_dir {} --workdir {}{} --update_readme".format(
-            args.data_dir, args.workdir, " --side_by_side" if args.side_by_side else "")
+        cmd = "python bench/results.py --data_dir {} --workdir {}{}{} --update_readme".format(
+            args.data_dir, args.workdir, " --side_by_side" if args.side_by_side else "",
+            f" --prior_minutes {args.prior_minutes:g}" if args.prior_minutes != PRIOR_MINUTES else "")
         block = f"{BEGIN}\n<!-- written by `{cmd}`; do not edit by hand -->\n{text}\n{END}"
         readme = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
         with open(path, "w") as f:
