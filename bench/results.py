@@ -230,7 +230,7 @@ def table(facts: dict) -> str:
     row("fd_vgg16 (lower is better)", lambda g: _f(ev[g]["generation"]["fd_vgg16"], ".1f"))
     row("kd_vgg16 x 1000", lambda g: _f(1000 * ev[g]["generation"]["kd_vgg16_mean"], ".2f"))
     row("precision / recall", lambda g: f"{ev[g]['generation']['precision']:.3f} / {ev[g]['generation']['recall']:.3f}")
-    row("seconds per 64 images", lambda g: speed[g])
+    row("seconds per 64 images", lambda g: speed.get(g, "not measured"))
     lines.append("")
     n = ev["prior"]["generation"]["num_samples"]
     clf = ev["prior"]["classifier"]
@@ -294,6 +294,8 @@ def main():
     ap.add_argument("--prior_minutes", type=float, default=PRIOR_MINUTES)
     ap.add_argument("--update_readme", action="store_true", help="replace the table in README.md, write docs/images/")
     ap.add_argument("--reevaluate", action="store_true", help="evaluate again even where eval.json exists")
+    ap.add_argument("--no_speed", action="store_true", help="skip the sampling-speed and diffusion-steps "
+                    "measurements and the VAE interpolation strip (the table then says 'not measured')")
     args = ap.parse_args()
     py, work = sys.executable, os.path.abspath(args.workdir)
     f64, vae, dcgan = (os.path.join(work, n) for n in ("f64", "vae", "dcgan"))
@@ -361,11 +363,11 @@ def main():
     facts["eval"] = {g: evaluate(py, workdirs[g], g, eval_dirs[g], args.reevaluate) for g in GENERATORS}
     save()
     steps_plot = os.path.join(f64, "eval", "diffusion_steps.png")
-    if not os.path.isfile(steps_plot) or args.reevaluate:
+    if not args.no_speed and (not os.path.isfile(steps_plot) or args.reevaluate):
         run_all([("diffusion steps", [py, "bench/diffusion_steps.py", "--workdir", f64, "--steps",
                                       f"10,{DIFFUSION_SAMPLE_STEPS},50", "--num", "128"])], pin=False)
     speed = facts.setdefault("speed", {})
-    if "prior" not in speed or args.reevaluate:
+    if not args.no_speed and ("prior" not in speed or args.reevaluate):
         with open(os.path.join(f64, "eval", "diffusion_steps.json")) as f:   # timed by diffusion_steps.py
             speed["diffusion"] = ", ".join(f"{r['seconds_per_64']:.1f} ({r['steps']} steps)" for r in json.load(f))
         for g in ("prior", "vae", "dcgan"):
@@ -373,7 +375,7 @@ def main():
             speed[g] = f"{r['seconds_per_64']:.1f}" + (" (KV cache)" if g == "prior" else "")
         save()
     strip = os.path.join(vae, "eval", "interpolation.png")
-    if not os.path.isfile(strip) or args.reevaluate:
+    if not args.no_speed and (not os.path.isfile(strip) or args.reevaluate):
         a, b = held_out_pair(args.data_dir)
         run_all([("vae interpolation", [py, "sample.py", "--workdir", vae, "--interpolate", a, b, "--steps", "8",
                                         "--slerp", "--out", strip])], pin=False)
@@ -386,15 +388,17 @@ def main():
         images = os.path.join(ROOT, "docs", "images")
         os.makedirs(images, exist_ok=True)
         print("README picture:", readme_picture(eval_dirs, os.path.join(images, "flowers64.png")))
-        shutil.copy(steps_plot, os.path.join(images, "diffusion_steps.png"))
-        shutil.copy(strip, os.path.join(images, "vae_interpolation.png"))
+        for src, name in ((steps_plot, "diffusion_steps.png"), (strip, "vae_interpolation.png")):
+            if os.path.isfile(src):
+                shutil.copy(src, os.path.join(images, name))
         path = os.path.join(ROOT, "README.md")
         readme = open(path).read()
         if BEGIN not in readme or END not in readme:
             raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
-        cmd = "python bench/results.py --data_dir {} --workdir {}{}{} --update_readme".format(
+        cmd = "python bench/results.py --data_dir {} --workdir {}{}{}{} --update_readme".format(
             args.data_dir, args.workdir, " --side_by_side" if args.side_by_side else "",
-            f" --prior_minutes {args.prior_minutes:g}" if args.prior_minutes != PRIOR_MINUTES else "")
+            f" --prior_minutes {args.prior_minutes:g}" if args.prior_minutes != PRIOR_MINUTES else "",
+            " --no_speed" if args.no_speed else "")
         block = f"{BEGIN}\n<!-- written by `{cmd}`; do not edit by hand -->\n{text}\n{END}"
         readme = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
         with open(path, "w") as f:
