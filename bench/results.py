@@ -19,7 +19,7 @@ also gives its quality against the sampler's step count).
 --side_by_side trains independent parts two at a time, each process pinned to its own core (taskset):
 the VAE and the DCGAN beside each other, and the two priors beside each other. On the 2-core CPU this is
 a poor trade for the priors: pinned to one core, XLA's thread pool (sized for two) made the GPT-2 step
-6.7 s instead of 1.6 s, so the priors train one after the other by default. The table says which way
+6.7 s instead of 4.3 s alone on both cores (2026-12-02), so the priors train one after the other by default. The table says which way
 it ran.
 
 Every step is resumable: a finished part is not trained again (train.py continues to the same total,
