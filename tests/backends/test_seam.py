@@ -69,6 +69,7 @@ def test_both_layer_sets_build_one_parameter_tree_and_compute_the_same():
     np.testing.assert_allclose(d_cpu.apply(p, x), d_plain.apply(p, x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_trained_with_the_cpu_layers_loads_into_the_plain_model(tmp_path):
     """The checkpoint moves between the layer sets: same tree, same reconstructions (EMA weights)."""
     c = _wide_config()

@@ -28,6 +28,7 @@ def test_extra_positional_argument(script, tmp_path):
     one_line_error(run(script, *more, "--workdir", str(tmp_path), "stray"), "unexpected arguments: stray")
 
 
+@pytest.mark.slow
 def test_train_settings_that_keep_no_model(tmp_path):
     r = run("train.py", *TINY, "--workdir", str(tmp_path / "w"), "--config.train.keep_checkpoints=0")
     one_line_error(r, "train.keep_checkpoints=0")
@@ -35,6 +36,7 @@ def test_train_settings_that_keep_no_model(tmp_path):
     one_line_error(r, "train.num_steps=-3")
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_a_locked_folder(tmp_path):
     work = str(tmp_path / "w")
     with PartLock(runs.stage_dir(work, "vqgan")):
@@ -68,6 +70,7 @@ def test_garbage_config_json(copy_of_run, tmp_path, content):
                    "config.json")
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_fall_back_or_say_so(copy_of_run, tmp_path):
     work = copy_of_run()
     ck = runs.checkpoint_dir(work, "prior")
@@ -83,6 +86,7 @@ def test_damaged_checkpoints_fall_back_or_say_so(copy_of_run, tmp_path):
                    "no intact checkpoint")
 
 
+@pytest.mark.slow
 def test_partial_metrics_line_and_damaged_token_shard(copy_of_run, tmp_path):
     work = copy_of_run()
     with open(os.path.join(work, "vqgan", "metrics.jsonl"), "a") as f:

@@ -47,6 +47,7 @@ def one_line_error(r, *needles):
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     os.makedirs(tmp_path / "dcgan")
     one_line_error(cli("sample.py", "--workdir", str(tmp_path), "--out", str(tmp_path / "s")),

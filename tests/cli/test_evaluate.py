@@ -27,6 +27,7 @@ def inception_weights(tmp_path_factory):
     return inception.make_random_weights(str(tmp_path_factory.mktemp("incep") / "random.npz"), seed=0)
 
 
+@pytest.mark.slow
 def test_evaluate_run_folder_end_to_end(run_dir, inception_weights, tmp_path):
     out = tmp_path / "ev" / "eval.json"
     r = run_evaluate("--workdir", run_dir, "--num_samples", "8", "--max_images", "16", "--classifier_epochs", "1",

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -12,6 +14,7 @@ def run(script, *args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_sample_py_diffusion_end_to_end(diffusion_run_dir, tmp_path):
     out = tmp_path / "samples"
     r = run("sample.py", "--workdir", diffusion_run_dir, "--prior", "diffusion", "--num", "3", "--batch_size", "2",

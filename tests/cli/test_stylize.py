@@ -61,6 +61,7 @@ def test_scales_too_small_for_vgg(files, capsys, tmp_path):
     assert code == 2 and "at least 16 px" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_folder_is_one_batch(files, capsys, tmp_path):
     out = str(tmp_path / "styled")
     code, _, err = run(capsys, "--content", files["photos"], "--style", files["style"], "--out", out,
@@ -70,6 +71,7 @@ def test_a_folder_is_one_batch(files, capsys, tmp_path):
     assert all(Image.open(os.path.join(out, f)).size == (16, 16) for f in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_a_style_weight_sweep_is_one_grid(files, capsys, tmp_path):
     out = str(tmp_path / "sweep.png")
     code, stdout, err = run(capsys, "--content", files["photos"] + "/p0.png", "--style", files["style"],

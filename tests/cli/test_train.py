@@ -46,6 +46,7 @@ def test_cli_writes_the_run_folder_contract(cli_run):
     assert "step 4/4" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_rerun_is_a_no_op_and_more_steps_continue(cli_run):
     work, _ = cli_run
     r = cli("--config", "configs/demo.py:tiny", "--workdir", work, "--config.train.num_steps=4")
@@ -65,6 +66,7 @@ def one_line_error(r, *needles):
         assert n in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_cli_mismatched_checkpoint_is_a_clear_error(cli_run):
     work, _ = cli_run
     r = cli("--config", "configs/demo.py:tiny", "--workdir", work, "--config.model.ch=16")
@@ -84,6 +86,7 @@ def test_cli_config_typo_fails(tmp_path):
     assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_cli_sigterm_saves_and_resumes(tmp_path):
     work = str(tmp_path / "w")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

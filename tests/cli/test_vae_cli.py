@@ -55,6 +55,7 @@ def test_sample_interpolate_and_latent_map(vae_run, tmp_path):
     assert os.path.getsize(tmp_path / "map.png") > 1000
 
 
+@pytest.mark.slow
 def test_bad_input_gets_one_line(vae_run, tmp_path):
     r = cli("sample.py", "--workdir", vae_run, "--top_k", "5", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "error: the vae generator does not take --top_k" in r.stderr
@@ -67,6 +68,7 @@ def test_bad_input_gets_one_line(vae_run, tmp_path):
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_a_vae_run(vae_run, tmp_path):
     out = tmp_path / "ev" / "eval.json"
     r = cli("-m", "vqgan_jax.evaluate", "--workdir", vae_run, "--num_samples", "8", "--max_images", "8",

@@ -29,6 +29,7 @@ def _write_folder(path, images_u8):
     return str(path)
 
 
+@pytest.mark.slow
 def test_compare_folders_tells_noise_from_flat_colours(tmp_path):
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)

@@ -89,6 +89,7 @@ def test_prior_step_eight_devices_equal_one():
             np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_init_from_a_hugging_face_gpt2(tmp_path, run_dir):
     """The Flowers102 study's recipe: fine-tune a pretrained GPT-2 after resizing its embeddings to the codebook."""
     hf = GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2)

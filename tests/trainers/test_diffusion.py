@@ -123,6 +123,7 @@ def test_step_eight_devices_equal_one(diff_run):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run(diff_run, tmp_path):
     work = str(tmp_path / "w")
     shutil.copytree(diff_run, work)

@@ -15,6 +15,8 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.sampling import generators
 from vqgan_jax.train import latent_source, loading
 
+pytestmark = pytest.mark.slow  # trains a VAE and a prior over it: the slow tier (`make test-slow`, run by CI)
+
 
 def tiny_vae(latent_dim=0):
     c = flowers64.get_config("tiny")

@@ -14,6 +14,8 @@ from vqgan_jax.train.checkpoint import Checkpointer
 from vqgan_jax.trainers import ar_prior
 from vqgan_jax.trainers.vqgan import VQGANSetup, train as train_vqgan
 
+pytestmark = pytest.mark.slow  # restarted and faulted runs: the slow tier (`make test-slow`, run by CI)
+
 
 def tiny(num_steps=4, **overrides):
     c = demo.get_config("tiny")

@@ -12,6 +12,8 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.train import loading, runs
 from vqgan_jax.train.checkpoint import Checkpointer
 
+pytestmark = pytest.mark.slow  # whole fine-tuning runs and their resume: the slow tier (`make test-slow`, run by CI)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(ROOT, "tests", "fixtures", "taming_tiny")
 

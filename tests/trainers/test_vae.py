@@ -104,6 +104,7 @@ def final_state(work):
     return jax.device_get(Checkpointer(runs.checkpoint_dir(work, "vae"), async_save=False).restore(setup.abstract_state()))
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run_and_writes_pictures(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     train_vae(tiny(4), a)

@@ -29,6 +29,7 @@ def final_params(work):
     return jax.device_get(ck.restore(setup.abstract_state()))
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run(tmp_path):
     """4 steps straight == 2 steps + restart + 2 steps: same data order, rng, EMA and optimizer state."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -51,6 +52,7 @@ def test_resume_equals_straight_run(tmp_path):
             np.testing.assert_allclose(x[k], y[k], atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     work = str(tmp_path / "w")
     train_vqgan(tiny(2), work)
