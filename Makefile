@@ -47,9 +47,10 @@ bench: $(STAMP)
 	$(PY) bench/train_step.py --config configs/flowers64.py --config.loss.perceptual_weight=0
 	$(PY) bench/prior.py --config configs/flowers64.py
 
-# The README's Results table: trains flowers64 + its prior on the photos, evaluates, rewrites the table.
+# The README's Results table: trains four generators on the photos, evaluates, rewrites the table (huge pages:
+# docs/cpu-backend.md; about 4 hours on a 2-core CPU).
 results: $(STAMP)
-	$(PY) bench/results.py --data_dir ../shared/data/flowers64 --workdir runs/results --update_readme
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(PY) bench/results.py --data_dir ../shared/data/flowers64 --workdir runs/results --update_readme
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -202,6 +202,28 @@ def machine() -> str:
     return f"{cpu}; jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
 
 
+def loss_summary(workdir: str) -> str:
+    """What the two priors' training rows say at the start and at the end (mean of the last 3 logged rows)."""
+    def ends(part, keys):
+        rows = [r for r in _rows(workdir, part) if all(k in r for k in keys)]
+        if not rows:
+            return None
+        tail = rows[-3:]
+        return rows[0], {k: sum(r[k] for r in tail) / len(tail) for k in keys}, rows[-1]["step"]
+    out = []
+    gpt = ends("prior", ("loss", "accuracy"))
+    if gpt:
+        first, last, step = gpt
+        out.append(f"GPT-2 cross-entropy {first['loss']:.2f} at step {first['step']} -> {last['loss']:.2f} nats/token "
+                   f"at step {step} (token accuracy {100 * last['accuracy']:.1f}%)")
+    dif = ends("diffusion", ("loss", "mse"))
+    if dif:
+        first, last, step = dif
+        out.append(f"diffusion loss {first['loss']:.3f} -> {last['loss']:.3f}, mse {first['mse']:.3f} -> "
+                   f"{last['mse']:.3f} at step {step}")
+    return "Training curves (metrics.jsonl): " + "; ".join(out) + "." if out else ""
+
+
 def _f(x, fmt):
     return "n/a" if x is None else format(x, fmt)
 
@@ -240,7 +262,7 @@ def table(facts: dict) -> str:
     acc = ev[best]["classifier"]["accuracy"]
     verdict = ("met" if acc <= CAUGHT_TARGET else f"missed by {100 * (acc - CAUGHT_TARGET):.1f} points")
     lines.append(f"Target for the better prior ({TITLES[best]}): caught at most {100 * CAUGHT_TARGET:.0f}% of the "
-                 f"time: {verdict} ({100 * acc:.1f}%).")
+                 f"time: {verdict} ({100 * acc:.1f}%). {facts.get('loss_note', '')}".rstrip())
     lines.append("")
     rec_v, rec_a = ev["prior"]["reconstruction"], ev["vae"]["reconstruction"]
     lines += ["| held-out reconstruction | VQGAN (f = 4, 512 codes) | VAE (256-d latent) |", "| --- | --- | --- |",
@@ -381,6 +403,7 @@ def main():
         run_all([("vae interpolation", [py, "sample.py", "--workdir", vae, "--interpolate", a, b, "--steps", "8",
                                         "--slerp", "--out", strip])], pin=False)
     facts["machine"] = machine()
+    facts["loss_note"] = loss_summary(f64)
     save()
 
     text = table(facts)
@@ -396,7 +419,8 @@ def main():
         readme = open(path).read()
         if BEGIN not in readme or END not in readme:
             raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
-        cmd = "python bench/results.py --data_dir {} --workdir {}{}{}{} --update_readme".format(
+        env = f"GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']} " if os.environ.get("GLIBC_TUNABLES") else ""
+        cmd = env + "python bench/results.py --data_dir {} --workdir {}{}{}{} --update_readme".format(
             args.data_dir, args.workdir, " --side_by_side" if args.side_by_side else "",
             f" --prior_minutes {args.prior_minutes:g}" if args.prior_minutes != PRIOR_MINUTES else "",
             " --no_speed" if args.no_speed else "")
