@@ -241,7 +241,7 @@ def table(facts: dict) -> str:
     def training(g):
         if g in budget:   # a prior: its step count is its budget over its own measured step time
             return (f"{budget[g]['steps']} steps ({facts['prior_minutes']:g}-min budget at "
-                    f"{budget[g]['seconds_per_step']:.2f} s/step)")
+                    f"{budget[g]['seconds_per_step']:.2f} s/step; {train[g]['minutes']:.0f} min wall-clock)")
         return f"{train[g]['steps']} steps, {train[g]['minutes']:.0f} min wall-clock"
 
     row("training (this CPU)", training)
