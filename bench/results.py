@@ -374,8 +374,8 @@ def main():
         train(n, budget[n]["steps"], s)
     facts["prior_minutes"] = args.prior_minutes
     facts["prior_note"] = (
-        f"Each prior trained for {args.prior_minutes:g} minutes of its own measured step time "
-        f"(GPT-2 {budget['prior']['seconds_per_step']:.2f} s/step, diffusion "
+        f"Each prior's step count is {args.prior_minutes:g} minutes over its own step time measured on its first "
+        f"{CALIBRATION_STEPS} steps (GPT-2 {budget['prior']['seconds_per_step']:.2f} s/step, diffusion "
         f"{budget['diffusion']['seconds_per_step']:.2f} s/step" +
         (", the two side by side on one core each" if args.side_by_side else ", one after the other on both cores") +
         (f", {os.environ['GLIBC_TUNABLES']})." if os.environ.get("GLIBC_TUNABLES") else ")."))
