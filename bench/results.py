@@ -215,12 +215,12 @@ def loss_summary(workdir: str) -> str:
     if gpt:
         first, last, step = gpt
         out.append(f"GPT-2 cross-entropy {first['loss']:.2f} at step {first['step']} -> {last['loss']:.2f} nats/token "
-                   f"at step {step} (token accuracy {100 * last['accuracy']:.1f}%)")
+                   f"(token accuracy {100 * last['accuracy']:.1f}%) over the last 3 logged rows to step {step}")
     dif = ends("diffusion", ("loss", "mse"))
     if dif:
         first, last, step = dif
-        out.append(f"diffusion loss {first['loss']:.3f} -> {last['loss']:.3f}, mse {first['mse']:.3f} -> "
-                   f"{last['mse']:.3f} at step {step}")
+        out.append(f"diffusion loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f}, mse "
+                   f"{first['mse']:.3f} -> {last['mse']:.3f} over the last 3 logged rows to step {step}")
     return "Training curves (metrics.jsonl): " + "; ".join(out) + "." if out else ""
 
 
