@@ -6,6 +6,8 @@
 #   PEER_PY=/tmp/peer-venv/bin/python PEER_DIR=../shared/bench-peer bench/peer_pairs.sh [ROUNDS] > pairs.jsonl
 #
 # The peer's virtualenv is set up as ../shared/bench-peer/README.md says (torch CPU, taming-transformers).
+# PY and PEER_PY may carry an environment, e.g. huge pages for both sides (bench/README.md):
+#   PY="env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python" PEER_PY="env GLIBC_TUNABLES=... /tmp/peer-venv/bin/python"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}

@@ -8,6 +8,7 @@ from vqgan_jax.cli import configure_xla_flags  # noqa: E402  (imports no jax)
 configure_xla_flags()  # the same XLA:CPU flags as train.py
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as the entry points (vqgan_jax/cli.py quiet_logs)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF never takes a GPU from JAX
 # The parity tests compare float32 results to 1e-5; GPUs multiply float32 in TF32 by default (errors of
 # ~1e-3), so a run on a GPU (JAX_PLATFORMS=cuda) asks for full float32. XLA:CPU computes float32 dots

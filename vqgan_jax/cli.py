@@ -62,6 +62,10 @@ def prepare_process(*, compilation_cache: bool = True) -> None:
 
 def quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TF runs only the input pipeline here (decode, resize, crop, flip), none of the matmul/conv ops
+    # oneDNN speeds up; with it on, TF prints a notice at import that TF_CPP_MIN_LOG_LEVEL does not
+    # silence (TF 2.21), which would bury a one-line error under four lines of log.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" notice
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("absl", "orbax", "jax", "tensorflow", "h5py", "matplotlib", "PIL"):
