@@ -63,7 +63,12 @@ def _write_run(config, workdir: str, g_params, d_params, source: dict) -> str:
     from vqgan_jax.trainers.vqgan import VQGANSetup
 
     ckpt_dir = runs.checkpoint_dir(workdir, "vqgan")
-    if os.path.isdir(ckpt_dir) and Checkpointer(ckpt_dir, async_save=False).latest_step() is not None:
+    if os.path.isdir(ckpt_dir):
+        with Checkpointer(ckpt_dir, async_save=False) as existing:
+            taken = existing.latest_step() is not None
+    else:
+        taken = False
+    if taken:
         raise UserError(f"{ckpt_dir} already holds a checkpoint: convert into a new --workdir")
     setup = VQGANSetup(config)
     state = jax.device_get(setup.init_state(int(config.train.seed)))
@@ -72,9 +77,8 @@ def _write_run(config, workdir: str, g_params, d_params, source: dict) -> str:
     state = state.replace(g_params=g_params, ema_params=g_params if setup.ema_decay > 0 else state.ema_params,
                           d_params=as_f32(d_params) if d_params is not None else state.d_params)
     runs.write_config(workdir, "vqgan", config)
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
-    ckpt.save(0, state, force=True)
-    ckpt.close()
+    with Checkpointer(ckpt_dir, async_save=False) as ckpt:
+        ckpt.save(0, state, force=True)
     out = runs.stage_dir(workdir, "vqgan")
     with open(os.path.join(out, "converted_from.json"), "w") as f:
         json.dump(source, f, indent=2, sort_keys=True)
@@ -158,8 +162,8 @@ def export_taming(workdir: str, out: str) -> tuple[str, str]:
     if config.disc.norm == "affine":
         disc = patchgan.from_config(config)
         abstract = {"d_params": taming.abstract_params(disc, int(config.data.image_size))}
-        ckpt = Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), async_save=False)
-        d = ckpt.restore_parts(abstract_like(abstract, parallel.replicated(loaded.mesh)), loaded.step)
+        with Checkpointer(runs.checkpoint_dir(workdir, "vqgan"), async_save=False) as ckpt:
+            d = ckpt.restore_parts(abstract_like(abstract, parallel.replicated(loaded.mesh)), loaded.step)
         sd.update(taming.disc_state_dict(jax_to_numpy(d["d_params"]), int(config.disc.n_layers)))
     else:
         notes.append(f"discriminator not exported: disc.norm={config.disc.norm!r} has no taming counterpart")

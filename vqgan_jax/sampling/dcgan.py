@@ -36,9 +36,9 @@ def load_generator(workdir: str):
     rep = parallel.replicated(parallel.make_mesh())
     abstract = {params_key: abstract_like(shapes["params"], rep),
                 "g_stats": abstract_like(shapes.get("batch_stats", {}), rep)}
-    ckpt = Checkpointer(runs.checkpoint_dir(workdir, PART), async_save=False)
-    step = ckpt.latest_step()
-    restored = ckpt.restore_parts(abstract, step)
+    with Checkpointer(runs.checkpoint_dir(workdir, PART), async_save=False) as ckpt:
+        step = ckpt.latest_step()
+        restored = ckpt.restore_parts(abstract, step)
     variables = {"params": restored[params_key], "batch_stats": restored["g_stats"]}
     return config, gen, variables, int(step)
 

@@ -91,9 +91,9 @@ def load(workdir: str, mesh=None, ops: str | None = None) -> LoadedDiffusion:
     model, schedule = _denoiser_and_schedule(json.dumps(cfg.to_dict(), sort_keys=True),
                                              json.dumps(layout, sort_keys=True), ops)
     shapes = init_params_shapes(model, layout)
-    ckpt = Checkpointer(runs.checkpoint_dir(workdir, "diffusion"), async_save=False)
-    step = ckpt.latest_step()
-    restored = ckpt.restore_parts(abstract_like({"ema_params": shapes}, parallel.replicated(mesh)), step)
+    with Checkpointer(runs.checkpoint_dir(workdir, "diffusion"), async_save=False) as ckpt:
+        step = ckpt.latest_step()
+        restored = ckpt.restore_parts(abstract_like({"ema_params": shapes}, parallel.replicated(mesh)), step)
     return LoadedDiffusion(config, model, restored["ema_params"], schedule, cfg.objective, layout, int(step), mesh)
 
 

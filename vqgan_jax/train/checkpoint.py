@@ -181,6 +181,16 @@ class Checkpointer:
         self._mngr.wait_until_finished()
         self._mngr.close()
 
+    # A manager left open when the process exits (an inference error, say) can have orbax's background
+    # threads print "cannot schedule new futures after interpreter shutdown" tracebacks: readers use
+    # `with Checkpointer(...) as ckpt:` so it is closed on every path.
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
 
 def host_copy(state: Any) -> Any:
     """What `Checkpointer.save` hands orbax: numpy copies of `state` when one process holds all of it.

@@ -61,8 +61,8 @@ _VQGAN_HINT = "train stage 1 first: python train.py --config ... --workdir {work
 def _restore(workdir: str, part: str, abstract: dict) -> tuple[dict, int]:
     """The newest intact checkpoint's entries named by `abstract` (a damaged newer step is skipped with a
     warning and left where it is: inference never changes a run folder)."""
-    ckpt = Checkpointer(runs.checkpoint_dir(workdir, part), async_save=False)
-    found = ckpt.restore_latest(abstract, parts=True)
+    with Checkpointer(runs.checkpoint_dir(workdir, part), async_save=False) as ckpt:
+        found = ckpt.restore_latest(abstract, parts=True)
     if found is None:
         raise UserError(f"no {part} checkpoint in {runs.checkpoint_dir(workdir, part)}")
     restored, step = found

@@ -39,9 +39,9 @@ def load_weights(state, setup, source: str):
     parts = {"g_params": abstract.g_params, "d_params": abstract.d_params}
     if abstract.vq_stats:
         parts["vq_stats"] = abstract.vq_stats
-    ckpt = Checkpointer(runs.checkpoint_dir(source, "vqgan"), async_save=False)
     try:
-        restored = ckpt.restore_parts(abstract_like(parts, parallel.replicated(setup.mesh)))
+        with Checkpointer(runs.checkpoint_dir(source, "vqgan"), async_save=False) as ckpt:
+            restored = ckpt.restore_parts(abstract_like(parts, parallel.replicated(setup.mesh)))
     except UserError as e:
         raise UserError(f"config.init_from={source}: {e}; fine-tune at the source's data.image_size when its "
                         "attention placement depends on it") from None
