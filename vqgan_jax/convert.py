@@ -59,16 +59,11 @@ def _write_run(config, workdir: str, g_params, d_params, source: dict) -> str:
     import numpy as np
     from vqgan_jax.errors import UserError
     from vqgan_jax.train import runs
-    from vqgan_jax.train.checkpoint import Checkpointer
+    from vqgan_jax.train.checkpoint import Checkpointer, stored_latest_step
     from vqgan_jax.trainers.vqgan import VQGANSetup
 
     ckpt_dir = runs.checkpoint_dir(workdir, "vqgan")
-    if os.path.isdir(ckpt_dir):
-        with Checkpointer(ckpt_dir, async_save=False) as existing:
-            taken = existing.latest_step() is not None
-    else:
-        taken = False
-    if taken:
+    if stored_latest_step(ckpt_dir) is not None:
         raise UserError(f"{ckpt_dir} already holds a checkpoint: convert into a new --workdir")
     setup = VQGANSetup(config)
     state = jax.device_get(setup.init_state(int(config.train.seed)))

@@ -6,7 +6,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from vqgan_jax.train import parallel
-from vqgan_jax.train.checkpoint import Checkpointer, abstract_like, host_copy
+from vqgan_jax.train.checkpoint import Checkpointer, abstract_like, host_copy, stored_latest_step
 from vqgan_jax.errors import UserError
 
 
@@ -35,6 +35,16 @@ def test_round_trip_onto_the_target_sharding(tmp_path):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
     ck.close()
+
+
+def test_stored_latest_step_reads_without_creating(tmp_path):
+    missing = str(tmp_path / "none" / "checkpoints")
+    assert stored_latest_step(missing) is None and not (tmp_path / "none").exists()
+    with Checkpointer(str(tmp_path / "ck"), async_save=False) as ck:
+        assert stored_latest_step(ck.directory) is None       # exists, empty
+        ck.save(3, _state(parallel.make_mesh()), force=True)
+        ck.save(5, _state(parallel.make_mesh()), force=True)
+    assert stored_latest_step(str(tmp_path / "ck")) == 5
 
 
 def test_save_every_gates_saves_and_force_overrides(tmp_path):

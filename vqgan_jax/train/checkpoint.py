@@ -192,6 +192,15 @@ class Checkpointer:
         return False
 
 
+def stored_latest_step(directory: str) -> int | None:
+    """The newest step saved in the `checkpoints/` folder `directory`, or None when it holds none or does
+    not exist (it is not created). Readers that only ask whether a part was trained use this."""
+    if not os.path.isdir(directory):
+        return None
+    with Checkpointer(directory, async_save=False) as ckpt:
+        return ckpt.latest_step()
+
+
 def host_copy(state: Any) -> Any:
     """What `Checkpointer.save` hands orbax: numpy copies of `state` when one process holds all of it.
 

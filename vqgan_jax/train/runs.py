@@ -139,11 +139,7 @@ def read_config(workdir: str, stage: str) -> ml_collections.ConfigDict:
 
 
 def require_checkpoint(workdir: str, stage: str, hint: str) -> None:
-    from vqgan_jax.train.checkpoint import Checkpointer  # orbax import is slow: only when needed
+    from vqgan_jax.train.checkpoint import stored_latest_step  # orbax import is slow: only when needed
     ck = checkpoint_dir(workdir, stage)
-    if not os.path.isdir(ck):
-        raise UserError(f"no {stage} checkpoint in {ck}: {hint}")
-    with Checkpointer(ck, async_save=False) as ckpt:
-        latest = ckpt.latest_step()
-    if latest is None:
+    if stored_latest_step(ck) is None:
         raise UserError(f"no {stage} checkpoint in {ck}: {hint}")
