@@ -26,6 +26,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import pytest  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`, `make test`)
+def pytest_collection_modifyitems(config, items):
+    """How the two workers of `make test` share the tests. Every test reading the shared tiny run folder
+    (`run_dir`) joins one group, so one worker trains it while the other runs the rest, instead of waiting
+    on its lock; every other test stays with its file, so a file's module fixtures (compiled setups)
+    compile once, not once per worker. Compilation is most of the suite's time."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "shared_run" if "run_dir" in item.fixturenames else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A tiny run folder with stage 1 (4 steps) and a prior (4 steps) on `configs/demo.py:tiny`, trained

@@ -68,6 +68,10 @@ def test_dense_equals_the_plain_formula_and_its_gradients():
         np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
     # hand check of the bias gradient: the sum of r over all rows
     np.testing.assert_allclose(got[2], np.asarray(r).sum((0, 1)), rtol=1e-5, atol=1e-5)
+    # the batch-sharded order (`sums.bias_grad`) gives the same gradients
+    sharded = jax.grad(lambda *a: jnp.sum(dense_lib.dense(*a, True) * r), argnums=(0, 1, 2))(x, w, b)
+    for g, h in zip(sharded, want):
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_module_has_flax_dense_params_init_and_numbers():
@@ -154,6 +158,24 @@ def test_add_bias_gradient_is_the_sum_over_all_leading_axes():
     dy, db = jax.grad(lambda y, b: jnp.sum(sums.add_bias(y, b) * g), argnums=(0, 1))(y, b)
     np.testing.assert_array_equal(dy, g)
     np.testing.assert_allclose(db, np.asarray(g).sum((0, 1, 2)), rtol=1e-5, atol=1e-6)
+    _, db_sharded = jax.grad(lambda y, b: jnp.sum(sums.add_bias(y, b, True) * g), argnums=(0, 1))(y, b)
+    np.testing.assert_allclose(db_sharded, db, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 4, 5), (8, 6, 3), (8, 5), (16, 3, 7, 2)])
+def test_bias_grad_in_both_orders_on_a_batch_split_over_eight_devices(shape):
+    """One device's order (one halving chain over every row) and the batch-first order for a batch split
+    over devices both give jnp.sum's result; the batch-first one also on the 8-device mesh it is for."""
+    from vqgan_jax.train import parallel
+    g = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    want = g.sum(tuple(range(g.ndim - 1)))
+    mesh = parallel.make_mesh()
+    assert mesh.devices.size == 8
+    sharded = parallel.global_batch({"g": g}, mesh)["g"]
+    for order in (False, True):
+        np.testing.assert_allclose(sums.bias_grad(jnp.asarray(g), order), want, rtol=1e-5, atol=1e-5)
+        got = jax.jit(lambda g: sums.bias_grad(g, order))(sharded)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_group_norm_module_has_flax_params_and_numbers():

@@ -38,6 +38,13 @@ def test_rules_switch_off_by_name():
     layers = backends.vqgan_layers("xla_cpu", disable=["group_norm", "winograd_3x3"])
     assert "norm" not in layers and layers["conv"].keywords["winograd_3x3"] is False
     assert layers["conv"].keywords["bias_sum"] is True
+    # bias gradients in the batch-first order only when the training mesh splits the batch over devices
+    from vqgan_jax.train import parallel
+    assert layers["conv"].keywords["sharded_batch"] is False
+    eight, one = parallel.make_mesh(), parallel.make_mesh(jax.devices()[:1])
+    assert backends.vqgan_layers("xla_cpu", mesh=eight)["upsample"].keywords["sharded_batch"] is True
+    assert backends.vqgan_layers("xla_cpu", mesh=one)["conv"].keywords["sharded_batch"] is False
+    assert backends.gpt2_layers("xla_cpu", mesh=eight)["dense"].keywords["sharded_batch"] is True
     with pytest.raises(ValueError, match="unknown XLA:CPU rules"):
         backends.vqgan_layers("xla_cpu", disable=["nope"])
     assert set(xla_cpu.VQGAN_RULES) and set(xla_cpu.GPT2_RULES)

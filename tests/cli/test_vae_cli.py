@@ -9,6 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+# The slow tier (`make test-slow`, run by CI): these runs repeat, through the entry points, paths the fast tier
+# covers in-process (tests/trainers/test_vae.py trains and writes the part; tests/sampling/test_vae.py samples,
+# interpolates and draws the latent strip).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -55,7 +60,6 @@ def test_sample_interpolate_and_latent_map(vae_run, tmp_path):
     assert os.path.getsize(tmp_path / "map.png") > 1000
 
 
-@pytest.mark.slow
 def test_bad_input_gets_one_line(vae_run, tmp_path):
     r = cli("sample.py", "--workdir", vae_run, "--top_k", "5", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "error: the vae generator does not take --top_k" in r.stderr
@@ -68,7 +72,6 @@ def test_bad_input_gets_one_line(vae_run, tmp_path):
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
 def test_evaluate_a_vae_run(vae_run, tmp_path):
     out = tmp_path / "ev" / "eval.json"
     r = cli("-m", "vqgan_jax.evaluate", "--workdir", vae_run, "--num_samples", "8", "--max_images", "8",

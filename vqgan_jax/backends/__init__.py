@@ -29,20 +29,26 @@ def resolve(ops: str, devices: Iterable) -> str:
     return "xla_cpu" if devices and all(d.platform == "cpu" for d in devices) else "plain"
 
 
-def vqgan_layers(kind: str, disable=()) -> dict:
-    """Layer constructors for the VQGAN autoencoder and discriminator ({} = flax's own)."""
+def vqgan_layers(kind: str, disable=(), *, mesh=None) -> dict:
+    """Layer constructors for the VQGAN autoencoder and discriminator ({} = flax's own). mesh: the training
+    mesh, when the layers will be differentiated over a batch split across its devices (the XLA:CPU layers
+    then sum bias gradients in a sharding-friendly order, `xla_cpu.sums.bias_grad`)."""
     if kind == "plain":
         return {}
     from vqgan_jax.backends import xla_cpu
-    return xla_cpu.vqgan_layers(disable)
+    return xla_cpu.vqgan_layers(disable, sharded_batch=_sharded(mesh))
 
 
-def gpt2_layers(kind: str, disable=()) -> dict:
-    """Layer constructors for GPT-2 ({} = flax's own)."""
+def gpt2_layers(kind: str, disable=(), *, mesh=None) -> dict:
+    """Layer constructors for GPT-2 ({} = flax's own); mesh as in `vqgan_layers`."""
     if kind == "plain":
         return {}
     from vqgan_jax.backends import xla_cpu
-    return xla_cpu.gpt2_layers(disable)
+    return xla_cpu.gpt2_layers(disable, sharded_batch=_sharded(mesh))
+
+
+def _sharded(mesh) -> bool:
+    return mesh is not None and mesh.devices.size > 1
 
 
 def decode_chunk_len(kind: str) -> int:

@@ -43,9 +43,10 @@ def read_layout(workdir: str) -> dict:
         return json.load(f)
 
 
-def build_denoiser(cfg, layout: dict, ops: str):
-    """The denoiser module of a diffusion config section and layout, with the backend's conv layers."""
-    layers = backends.vqgan_layers(ops) if str(cfg["model"]) == "unet" else {}
+def build_denoiser(cfg, layout: dict, ops: str, mesh=None):
+    """The denoiser module of a diffusion config section and layout, with the backend's conv layers (mesh:
+    the training mesh, see `backends.vqgan_layers`)."""
+    layers = backends.vqgan_layers(ops, mesh=mesh) if str(cfg["model"]) == "unet" else {}
     return denoisers.from_config(cfg, channels=int(layout["shape"][-1]), num_classes=int(layout["num_classes"]),
                                  **layers)
 

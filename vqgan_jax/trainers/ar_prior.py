@@ -88,7 +88,7 @@ class PriorSetup:
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.ops = backends.resolve(ops, self.mesh.devices.flat)
         self.model = GPT2LMHeadModel(gpt2_config, dtype=dtype_from_name(prior_cfg.dtype),
-                                     **backends.gpt2_layers(self.ops, disable_rules))
+                                     **backends.gpt2_layers(self.ops, disable_rules, mesh=self.mesh))
         self.tx = optim.adamw(prior_cfg.lr, b1=prior_cfg.b1, b2=prior_cfg.b2, weight_decay=prior_cfg.weight_decay,
                               warmup_steps=prior_cfg.warmup_steps, total_steps=prior_cfg.num_steps,
                               grad_clip=prior_cfg.grad_clip)

@@ -77,7 +77,7 @@ class DiffusionSetup:
         self.layout = layout
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.ops = backends.resolve(ops, self.mesh.devices.flat)
-        self.model = latent_diffusion.build_denoiser(cfg, layout, self.ops)
+        self.model = latent_diffusion.build_denoiser(cfg, layout, self.ops, self.mesh)
         self.schedule = dl.make_schedule(cfg.schedule, int(cfg.timesteps), float(cfg.schedule_shift))
         dl.check_objective(cfg.objective)
         self.tx = optim.adamw(cfg.lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,

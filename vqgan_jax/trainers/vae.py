@@ -35,7 +35,7 @@ class VAESetup:
         self.config = config
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.ops = backends.resolve(config.ops, self.mesh.devices.flat)
-        layers = backends.vqgan_layers(self.ops)
+        layers = backends.vqgan_layers(self.ops, mesh=self.mesh)
         self.model = models.get(config.model.name).from_config(config, **layers)
         self.loss = VAELoss.from_config(config)
         self.disc = patchgan.from_config(config, **layers) if self.loss.use_disc else None

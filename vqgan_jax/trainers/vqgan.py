@@ -39,7 +39,7 @@ class VQGANSetup:
         self.config = config  # when shared (`VQGANSetup.shared`), its `train` section is the first run's
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.ops = backends.resolve(config.ops, self.mesh.devices.flat)
-        layers = backends.vqgan_layers(self.ops, disable_rules)
+        layers = backends.vqgan_layers(self.ops, disable_rules, mesh=self.mesh)
         self.model = vqgan.from_config(config, **layers)
         self.disc = patchgan.from_config(config, **layers)
         self.loss = LossSettings.from_config(config.loss)

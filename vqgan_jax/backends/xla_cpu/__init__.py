@@ -28,16 +28,18 @@ def _check(disable, rules) -> frozenset:
     return disable
 
 
-def vqgan_layers(disable=()) -> dict:
+def vqgan_layers(disable=(), sharded_batch: bool = False) -> dict:
     """Layer constructors for `models.vqgan.from_config` / `models.patchgan.from_config` (conv, norm,
-    upsample), with the named rules of VQGAN_RULES switched off (their plain flax counterparts instead)."""
+    upsample), with the named rules of VQGAN_RULES switched off (their plain flax counterparts instead).
+    sharded_batch: the batch axis is split over several devices (bias gradients: `sums.bias_grad`)."""
     from vqgan_jax.backends.xla_cpu import conv, norm
     from vqgan_jax.nn import layers
     off = _check(disable, VQGAN_RULES)
     out = {"conv": functools.partial(conv.Conv, winograd_3x3="winograd_3x3" not in off,
-                                     bias_sum="bias_sum" not in off)}
+                                     bias_sum="bias_sum" not in off, sharded_batch=sharded_batch)}
     if "upsample" not in off:
-        out["upsample"] = functools.partial(conv.Upsample, bias_sum="bias_sum" not in off)
+        out["upsample"] = functools.partial(conv.Upsample, bias_sum="bias_sum" not in off,
+                                            sharded_batch=sharded_batch)
     else:
         out["upsample"] = layers.Upsample
     if "group_norm" not in off:
@@ -45,14 +47,14 @@ def vqgan_layers(disable=()) -> dict:
     return out
 
 
-def gpt2_layers(disable=()) -> dict:
+def gpt2_layers(disable=(), sharded_batch: bool = False) -> dict:
     """Layer constructors for `models.gpt2.GPT2LMHead` (dense, dropout_layer, attention_fn, block), with
-    the named rules of GPT2_RULES switched off."""
+    the named rules of GPT2_RULES switched off; sharded_batch as in `vqgan_layers`."""
     from vqgan_jax.backends.xla_cpu import attention, blocks, dense, dropout
     off = _check(disable, GPT2_RULES)
     out = {}
     if "dense" not in off:
-        out["dense"] = dense.Dense
+        out["dense"] = functools.partial(dense.Dense, sharded_batch=sharded_batch)
     if "residual_barrier" not in off:
         out["block"] = blocks.Block
     if "dropout16" not in off:

@@ -150,7 +150,8 @@ class Conv(nn.Module):
 
     Parameters as flax's: 'kernel' (k, k, C_in, features), 'bias' (features,) zeros; x (B, H, W, C_in) ->
     (B, H', W', features) in `dtype`. The rule fields switch this backend's paths on (both by default):
-    winograd_3x3 (see `conv2d`) and bias_sum (the bias gradient as a `sums.tree_sum`).
+    winograd_3x3 (see `conv2d`) and bias_sum (the bias gradient as a `sums.bias_grad`; sharded_batch: the
+    batch axis is split over several devices).
     """
     features: int
     kernel_size: Any
@@ -161,6 +162,7 @@ class Conv(nn.Module):
     kernel_init: Any = torch_conv_init
     winograd_3x3: bool = True
     bias_sum: bool = True
+    sharded_batch: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -172,7 +174,7 @@ class Conv(nn.Module):
         y = conv2d(x, kernel, stride, self.padding, winograd_3x3=self.winograd_3x3)
         if bias is None:
             return y
-        return add_bias(y, bias.astype(dtype)) if self.bias_sum else y + bias.astype(dtype)
+        return add_bias(y, bias.astype(dtype), self.sharded_batch) if self.bias_sum else y + bias.astype(dtype)
 
 
 class ConvParams(nn.Module):
@@ -200,10 +202,11 @@ class Upsample(nn.Module):
     dtype: Dtype = jnp.float32
     conv: Any = None
     bias_sum: bool = True
+    sharded_batch: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         kernel, bias = ConvParams(c, 3, name="conv")(c)
         y = upsample_conv(x.astype(self.dtype), kernel)
-        return add_bias(y, bias.astype(self.dtype)) if self.bias_sum else y + bias.astype(self.dtype)
+        return add_bias(y, bias.astype(self.dtype), self.sharded_batch) if self.bias_sum else y + bias.astype(self.dtype)
