@@ -25,6 +25,7 @@ prepare_process(compilation_cache=False)  # cold compiles (no persistent cache),
 
 from absl import app, flags  # noqa: E402
 
+from bench import timing  # noqa: E402
 from bench.timing import step_flops, time_steps, utilisation  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -64,6 +65,7 @@ def main(_):
         "batch_size": bs, "image_size": s, "perceptual_weight": cfg.loss.perceptual_weight, "disc": _DISC.value,
         "compile_s": round(compile_s, 2), "median_step_s": round(med, 4),
         "min_step_s": round(min(times), 4), "images_per_sec": round(bs / med, 2),
+        "step_s": [round(t, 3) for t in times], "minor_faults_per_step": int(statistics.median(timing.step_faults)),
         "peak_device_mem_mb": round(peak / 2**20, 1) if peak else None,
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "dtype": cfg.model.dtype, **utilisation(flops, med, dev.device_kind, _PEAK.value),
