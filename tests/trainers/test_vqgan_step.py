@@ -134,6 +134,6 @@ def test_adaptive_weight_matches_full_backward(setup8):
 def test_overfits_one_batch():
     cfg = tiny_config(**{"optim.g_lr": 3e-3, "loss.disc_start": 10**6, "quantizer.restart_threshold": 0.0})
     setup = VQGANSetup(cfg, parallel.make_mesh(jax.devices()[:1]))
-    _, ms = run_steps(setup, 150, make_batch(seed=3))
+    _, ms = run_steps(setup, 80, make_batch(seed=3))   # on XLA:CPU: g/rec falls to 0.26x by step 80
     first, last = float(ms[0]["g/rec"]), float(ms[-1]["g/rec"])
     assert last <= first / 3, (first, last)
