@@ -2,15 +2,13 @@
 import resource
 import time
 
-# Minor page faults of each timed step (the last `time_steps` call): fresh 4 KiB pages the allocator
-# handed out and the kernel had to zero, the cost huge pages remove (bench/README.md, "Huge pages").
-step_faults: list[int] = []
 
-
-def time_steps(step, state, batch, key, steps: int):
+def time_steps(step, state, batch, key, steps: int, faults: list | None = None):
     """Runs `step(state, batch, rng)`: once to compile (timed), once to warm up, `steps` times timed.
 
     Returns (state, last metrics, compile seconds, list of per-step seconds); every call is waited for.
+    faults: a list to append each timed step's minor page faults to (fresh 4 KiB pages the kernel had to
+    zero, the cost huge pages remove: bench/README.md, "Huge pages").
     """
     import jax
     t0 = time.perf_counter()
@@ -20,14 +18,14 @@ def time_steps(step, state, batch, key, steps: int):
     state, m = step(state, batch, jax.random.fold_in(key, 1))
     jax.block_until_ready(m)
     times = []
-    step_faults.clear()
     for i in range(steps):
         f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         state, m = step(state, batch, jax.random.fold_in(key, i + 2))
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
-        step_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+        if faults is not None:
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
     return state, m, compile_s, times
 
 

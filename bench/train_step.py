@@ -25,7 +25,6 @@ prepare_process(compilation_cache=False)  # cold compiles (no persistent cache),
 
 from absl import app, flags  # noqa: E402
 
-from bench import timing  # noqa: E402
 from bench.timing import step_flops, time_steps, utilisation  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -54,7 +53,8 @@ def main(_):
     batch = parallel.global_batch(host, setup.mesh)
     key = jax.random.PRNGKey(0)
 
-    state, m, compile_s, times = time_steps(setup.step, state, batch, key, _STEPS.value)
+    faults = []
+    state, m, compile_s, times = time_steps(setup.step, state, batch, key, _STEPS.value, faults)
     flops = step_flops(setup._step_jit, state, batch, key, setup.consts)
     med = statistics.median(times)
     dev = jax.devices()[0]
@@ -65,7 +65,7 @@ def main(_):
         "batch_size": bs, "image_size": s, "perceptual_weight": cfg.loss.perceptual_weight, "disc": _DISC.value,
         "compile_s": round(compile_s, 2), "median_step_s": round(med, 4),
         "min_step_s": round(min(times), 4), "images_per_sec": round(bs / med, 2),
-        "step_s": [round(t, 3) for t in times], "minor_faults_per_step": int(statistics.median(timing.step_faults)),
+        "step_s": [round(t, 3) for t in times], "minor_faults_per_step": int(statistics.median(faults)),
         "peak_device_mem_mb": round(peak / 2**20, 1) if peak else None,
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "dtype": cfg.model.dtype, **utilisation(flops, med, dev.device_kind, _PEAK.value),
