@@ -145,6 +145,11 @@ def _square(v) -> int:
     return int(v[0])
 
 
+def _plus_bias(y: jax.Array, bias: jax.Array, bias_sum: bool, sharded_batch: bool) -> jax.Array:
+    """y + bias; with the bias_sum rule its gradient is a `sums.bias_grad`, else autodiff's own."""
+    return add_bias(y, bias, sharded_batch) if bias_sum else y + bias
+
+
 class Conv(nn.Module):
     """`nn.Conv(features, kernel_size, strides, padding, use_bias, dtype, kernel_init)` for square 2-D convs.
 
@@ -174,7 +179,7 @@ class Conv(nn.Module):
         y = conv2d(x, kernel, stride, self.padding, winograd_3x3=self.winograd_3x3)
         if bias is None:
             return y
-        return add_bias(y, bias.astype(dtype), self.sharded_batch) if self.bias_sum else y + bias.astype(dtype)
+        return _plus_bias(y, bias.astype(dtype), self.bias_sum, self.sharded_batch)
 
 
 class ConvParams(nn.Module):
@@ -209,4 +214,4 @@ class Upsample(nn.Module):
         c = x.shape[-1]
         kernel, bias = ConvParams(c, 3, name="conv")(c)
         y = upsample_conv(x.astype(self.dtype), kernel)
-        return add_bias(y, bias.astype(self.dtype), self.sharded_batch) if self.bias_sum else y + bias.astype(self.dtype)
+        return _plus_bias(y, bias.astype(self.dtype), self.bias_sum, self.sharded_batch)

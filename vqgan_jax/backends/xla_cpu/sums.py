@@ -98,8 +98,9 @@ def bias_grad(g: jax.Array, sharded_batch: bool = False) -> jax.Array:
     batch axis split over several devices (sharded_batch=True): a plain sum over B first (each device sums
     its own examples, then one all-reduce), then a `tree_sum` of the rest. Halving a sharded axis would
     move half of it between devices at every halving step: on 8 CPU devices the tiny stage-1 step
-    compiled in 20.4-21.0 s that way and in 14.4-15.7 s this way (bench/compile_time.py). On one device the batch-first order is slower
-    (the flowers64 stage-1 step 2.67-2.85 s instead of 2.30-2.63 s), hence the two.
+    compiled in 20.4-21.0 s that way and in 14.4-15.7 s this way (bench/compile_time.py). On one device
+    the batch-first order is slower (tried as a change not kept: the flowers64 stage-1 step 2.67-2.85 s
+    instead of 2.30-2.63 s in alternating runs of bench/train_step.py), hence the two.
     """
     if not sharded_batch:
         return tree_sum(g, tuple(range(g.ndim - 1)))
