@@ -75,12 +75,35 @@ def diffusion_run_dir(run_dir, tmp_path_factory):
 
 # VQGAN_TEST_CPU_LOG=FILE: one JSON line per test with its CPU seconds (all threads of the worker process,
 # so XLA's compile and compute threads count, plus the train.py / sample.py children it waited for;
-# unlike wall time it does not grow when the machine is busy).
+# unlike wall time it does not grow when the machine is busy), the worker and start time (to see how the
+# two workers shared the suite), and the XLA compilations of this process during the test (`compiles`:
+# [[function, seconds], ...] of those over 0.2 s, slowest first, and compile_s, all of them; JAX logs them with
+# jax_log_compiles; children not counted).
 # For sizing the suite (`make test` must stay fast); off by default.
 if os.environ.get("VQGAN_TEST_CPU_LOG"):
     import json
+    import logging
+    import re
     import resource
     import time
+
+    _COMPILED = re.compile(r"Finished XLA compilation of (.+) in ([0-9.]+) sec")
+    _compiles: list = []
+
+    class _CompileLog(logging.Handler):
+        def emit(self, record):
+            m = _COMPILED.search(record.getMessage())
+            if m:
+                _compiles.append([m.group(1), round(float(m.group(2)), 2)])
+
+    def pytest_configure(config):
+        import jax
+        jax.config.update("jax_log_compiles", True)
+        handler = _CompileLog(level=logging.DEBUG)
+        for name in ("jax._src.dispatch", "jax._src.interpreters.pxla"):
+            logger = logging.getLogger(name)
+            logger.addHandler(handler)
+            logger.propagate = False  # the compile lines go to the file, not the terminal
 
     def _cpu_seconds():
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,8 +111,13 @@ if os.environ.get("VQGAN_TEST_CPU_LOG"):
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
-        t_cpu, t_wall = _cpu_seconds(), time.perf_counter()
+        t_cpu, t_wall, t_start = _cpu_seconds(), time.perf_counter(), time.time()
+        _compiles.clear()
         yield
         with open(os.environ["VQGAN_TEST_CPU_LOG"], "a") as f:
             f.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - t_cpu, 2),
-                                "wall_s": round(time.perf_counter() - t_wall, 2)}) + "\n")
+                                "wall_s": round(time.perf_counter() - t_wall, 2),
+                                "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                                "start": round(t_start, 1),
+                                "compile_s": round(sum(s for _, s in _compiles), 2),
+                                "compiles": sorted((c for c in _compiles if c[1] > 0.2), key=lambda c: -c[1])}) + "\n")
