@@ -11,6 +11,7 @@ from vqgan_jax.backends.xla_cpu import conv as fastconv, winograd
 from vqgan_jax.backends.xla_cpu.conv import Conv, Upsample
 from vqgan_jax.nn import layers
 from vqgan_jax.nn.layers import torch_conv_init
+from tests import jit
 
 
 @pytest.mark.parametrize("kernel,stride,padding,use_bias", [
@@ -22,14 +23,16 @@ def test_conv_module_has_flax_conv_params_init_numbers_and_gradients(kernel, str
     ours = Conv(7, (kernel, kernel), (stride, stride), padding, use_bias)
     theirs = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=padding, use_bias=use_bias,
                      kernel_init=torch_conv_init)
-    p_ours, p_theirs = ours.init(jax.random.PRNGKey(0), x), theirs.init(jax.random.PRNGKey(0), x)
+    p_ours, p_theirs = jit.init(ours, jax.random.PRNGKey(0), x), jit.init(theirs, jax.random.PRNGKey(0), x)
     assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
     for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
         np.testing.assert_array_equal(a, b)
-    p = {"params": {"kernel": p_ours["params"]["kernel"], **({"bias": jnp.linspace(-1, 1, 7)} if use_bias else {})}}
-    np.testing.assert_allclose(ours.apply(p, x), theirs.apply(p, x), rtol=1e-5, atol=1e-5)
-    g_ours = jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) ** 2), argnums=(0, 1))(p, x)
-    g_theirs = jax.grad(lambda p, x: jnp.sum(theirs.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+    bias = {"bias": np.linspace(-1, 1, 7, dtype=np.float32)} if use_bias else {}
+    p = {"params": {"kernel": p_ours["params"]["kernel"], **bias}}
+    np.testing.assert_allclose(jit.run(ours, p, x), jit.run(theirs, p, x), rtol=1e-5, atol=1e-5)
+    # jitted: op by op, every op of the gradient compiles on its own
+    grad = lambda m: jax.jit(jax.grad(lambda p, x: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))(p, x)  # noqa: E731
+    g_ours, g_theirs = grad(ours), grad(theirs)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -46,18 +49,21 @@ def test_upsample_conv_and_its_gradients_equal_nearest_then_conv(size, c, o):
     rng = np.random.default_rng(12)
     x = jnp.asarray(rng.standard_normal((2, *size, c)).astype(np.float32))
     k = jnp.asarray(rng.standard_normal((3, 3, c, o)).astype(np.float32))
-    y = _nearest_then_conv(x, k)
-    np.testing.assert_allclose(fastconv.upsample_conv(x, k), y, rtol=1e-5, atol=1e-5)
-    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
-    ours = jax.vjp(fastconv.upsample_conv, x, k)[1](g)
-    plain = jax.vjp(_nearest_then_conv, x, k)[1](g)
-    for a, b in zip(ours, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
-    # second order: d/dk of <grad_x, r>
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(_nearest_then_conv, x, k).shape).astype(np.float32))
     r = jnp.asarray(rng.standard_normal(x.shape).astype(np.float32))
-    gg = lambda f: jax.grad(lambda k: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, k) * g))(x) * r))(k)  # noqa: E731
-    np.testing.assert_allclose(gg(fastconv.upsample_conv), gg(_nearest_then_conv), rtol=1e-4,
-                               atol=1e-5 * float(jnp.abs(gg(_nearest_then_conv)).max()))
+
+    @jax.jit  # values, gradients and second order in one program (op by op, each op compiles on its own)
+    def values_and_grads(x, k, g, r):
+        # second order: d/dk of <grad_x, r>
+        gg = lambda f: jax.grad(lambda k: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, k) * g))(x) * r))(k)  # noqa: E731
+        return (fastconv.upsample_conv(x, k), _nearest_then_conv(x, k), jax.vjp(fastconv.upsample_conv, x, k)[1](g),
+                jax.vjp(_nearest_then_conv, x, k)[1](g), gg(fastconv.upsample_conv), gg(_nearest_then_conv))
+
+    got, y, ours, plain, gg_ours, gg_plain = values_and_grads(x, k, g, r)
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(np.asarray(b)).max()))
+    np.testing.assert_allclose(gg_ours, gg_plain, rtol=1e-4, atol=1e-5 * float(np.abs(np.asarray(gg_plain)).max()))
 
 
 def test_winograd_conv3x3_equals_a_direct_conv():
@@ -65,8 +71,10 @@ def test_winograd_conv3x3_equals_a_direct_conv():
     rng = np.random.default_rng(13)
     x = jnp.asarray(rng.standard_normal((2, 8, 12, 5)).astype(np.float32))
     k = jnp.asarray(rng.standard_normal((3, 3, 5, 7)).astype(np.float32))
-    y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(winograd.conv3x3(x, k), y, rtol=0, atol=3e-5 * float(jnp.abs(y).max()))
+    # one program (op by op, each op of the transforms compiles on its own)
+    got, y = jax.jit(lambda x, k: (winograd.conv3x3(x, k), jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))(x, k)
+    np.testing.assert_allclose(got, y, rtol=0, atol=3e-5 * float(np.abs(np.asarray(y)).max()))
 
 
 def test_winograd_applies_to_wide_float32_3x3_convs_on_multiples_of_4():
@@ -89,25 +97,33 @@ def test_conv2d_by_winograd_and_its_gradients_equal_xlas(c, o, padding):
     plain = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
         x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ours = lambda x, k: fastconv.conv2d(x, k, 1, padding)  # noqa: E731
-    y = plain(x, k)
-    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
-    got, got_vjp = jax.vjp(ours, x, k)
-    np.testing.assert_allclose(got, y, rtol=0, atol=3e-5 * float(jnp.abs(y).max()))
-    assert float(jnp.abs(got - y).max()) > 0
-    for a, b in zip(got_vjp(g), jax.vjp(plain, x, k)[1](g)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=3e-5 * float(jnp.abs(b).max()))
-        assert float(jnp.abs(a - b).max()) > 0
-    np.testing.assert_array_equal(fastconv.conv2d(x, k, 1, padding, winograd_3x3=False), y)
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(plain, x, k).shape).astype(np.float32))
+
+    @jax.jit  # values and gradients in one program (op by op, each op compiles on its own)
+    def values_and_grads(x, k, g):
+        got, got_vjp = jax.vjp(ours, x, k)
+        return (got, plain(x, k), got_vjp(g), jax.vjp(plain, x, k)[1](g),
+                fastconv.conv2d(x, k, 1, padding, winograd_3x3=False))
+
+    got, y, got_grads, plain_grads, xla_rule = (jax.tree.map(np.asarray, a) for a in values_and_grads(x, k, g))
+    np.testing.assert_allclose(got, y, rtol=0, atol=3e-5 * float(np.abs(y).max()))
+    assert float(np.abs(got - y).max()) > 0
+    for a, b in zip(got_grads, plain_grads):
+        np.testing.assert_allclose(a, b, rtol=0, atol=3e-5 * float(np.abs(b).max()))
+        assert float(np.abs(a - b).max()) > 0
+    np.testing.assert_array_equal(xla_rule, y)
 
 
 def test_winograd_kernel_gradient_equals_xlas():
     rng = np.random.default_rng(15)
     x = jnp.asarray(rng.standard_normal((2, 8, 4, 5)).astype(np.float32))
     g = jnp.asarray(rng.standard_normal((2, 8, 4, 3)).astype(np.float32))
-    conv = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
+    conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
         x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    want = jax.vjp(conv, jnp.zeros((3, 3, 5, 3)))[1](g)[0]
-    np.testing.assert_allclose(winograd.kernel_grad3x3(x, g), want, rtol=0, atol=3e-5 * float(jnp.abs(want).max()))
+    # one program (op by op, each op of the transforms compiles on its own)
+    got, want = jax.jit(lambda x, g: (winograd.kernel_grad3x3(x, g),
+                                      jax.vjp(lambda k: conv(x, k), jnp.zeros((3, 3, 5, 3)))[1](g)[0]))(x, g)
+    np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * float(np.abs(np.asarray(want)).max()))
 
 
 def test_upsample_module_has_the_plain_layers_params_and_numbers():
@@ -115,13 +131,13 @@ def test_upsample_module_has_the_plain_layers_params_and_numbers():
     parameter tree from the same key, same outputs and gradients."""
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 4, 6, 8)).astype(np.float32))
     plain, ours = layers.Upsample(), Upsample()
-    p_plain, p_ours = plain.init(jax.random.PRNGKey(1), x), ours.init(jax.random.PRNGKey(1), x)
+    p_plain, p_ours = jit.init(plain, jax.random.PRNGKey(1), x), jit.init(ours, jax.random.PRNGKey(1), x)
     assert jax.tree.structure(p_plain) == jax.tree.structure(p_ours)
     for a, b in zip(jax.tree.leaves(p_plain), jax.tree.leaves(p_ours)):
         np.testing.assert_array_equal(a, b)
-    p = jax.tree.map(lambda a: a + 0.1, p_plain)
-    np.testing.assert_allclose(ours.apply(p, x), plain.apply(p, x), rtol=1e-5, atol=1e-5)
-    loss = lambda m: lambda p, x: jnp.sum(m.apply(p, x) ** 2)  # noqa: E731
-    for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(p, x)),
-                    jax.tree.leaves(jax.grad(loss(plain), argnums=(0, 1))(p, x))):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    p = jax.tree.map(lambda a: np.asarray(a) + np.float32(0.1), p_plain)
+    np.testing.assert_allclose(jit.run(ours, p, x), jit.run(plain, p, x), rtol=1e-5, atol=1e-5)
+    # jitted: op by op, every op of the gradient compiles on its own
+    grad = lambda m: jax.jit(jax.grad(lambda p, x: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))(p, x)  # noqa: E731
+    for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(plain))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(np.asarray(b)).max()))

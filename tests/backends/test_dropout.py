@@ -7,18 +7,21 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vqgan_jax.train import parallel
 from vqgan_jax.backends.xla_cpu.dropout import Dropout, _bits16, dropout
 
+# Jitted: op by op, every op (and the RNG kernel, per shape) compiles on its own.
+_dropout = jax.jit(dropout, static_argnums=1)
+
 
 def test_rate_half_keeps_about_half_and_scales_by_exactly_two():
-    x = jnp.arange(1, 1 + 64 * 1000, dtype=jnp.float32).reshape(64, 1000)
-    y = np.asarray(dropout(x, 0.5, jax.random.key(0)))
+    x = jnp.asarray(np.arange(1, 1 + 64 * 1000, dtype=np.float32).reshape(64, 1000))
+    y = np.asarray(_dropout(x, 0.5, jax.random.key(0)))
     kept = y != 0
     np.testing.assert_array_equal(y[kept], 2.0 * np.asarray(x)[kept])   # t = 32768: scale 65536 / 32768
     assert abs(kept.mean() - 0.5) < 0.01
 
 
 def test_rate_is_rounded_to_sixteen_bits_and_the_expectation_is_kept():
-    x = jnp.ones((32, 4096), jnp.float32)
-    y = np.asarray(dropout(x, 0.1, jax.random.key(3)))
+    x = jnp.asarray(np.ones((32, 4096), np.float32))
+    y = np.asarray(_dropout(x, 0.1, jax.random.key(3)))
     t = round(0.1 * 65536)                                     # 6554: rate 0.100006
     np.testing.assert_allclose(y[y != 0], 65536 / (65536 - t), rtol=1e-7)
     assert abs((y == 0).mean() - t / 65536) < 0.003             # 131072 draws: sd 0.0008
@@ -26,29 +29,29 @@ def test_rate_is_rounded_to_sixteen_bits_and_the_expectation_is_kept():
 
 
 def test_trivial_rates_and_deterministic_mode():
-    x = jnp.linspace(-1, 1, 60).reshape(3, 4, 5)
-    np.testing.assert_array_equal(dropout(x, 0.0, jax.random.key(0)), x)
-    np.testing.assert_array_equal(dropout(x, 1e-9, jax.random.key(0)), x)   # rounds to rate 0
-    np.testing.assert_array_equal(dropout(x, 1.0, jax.random.key(0)), jnp.zeros_like(x))
+    x = jnp.asarray(np.linspace(-1, 1, 60, dtype=np.float32).reshape(3, 4, 5))
+    np.testing.assert_array_equal(_dropout(x, 0.0, jax.random.key(0)), x)
+    np.testing.assert_array_equal(_dropout(x, 1e-9, jax.random.key(0)), x)   # rounds to rate 0
+    np.testing.assert_array_equal(_dropout(x, 1.0, jax.random.key(0)), np.zeros_like(x))
     m = Dropout(0.5)
     np.testing.assert_array_equal(m.apply({}, x, deterministic=True), x)
-    y = m.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    y = jax.jit(lambda x, key: m.apply({}, x, deterministic=False, rngs={"dropout": key}))(x, jax.random.key(1))
     assert y.shape == x.shape and y.dtype == x.dtype and (np.asarray(y) == 0).any()
 
 
 def test_same_key_same_mask_other_key_other_mask_and_odd_shapes():
     for shape in [(7,), (3, 7), (2, 5, 3), ()]:
-        x = jnp.ones(shape, jnp.float32)
-        a, b = dropout(x, 0.5, jax.random.key(5)), dropout(x, 0.5, jax.random.key(5))
+        x = jnp.asarray(np.ones(shape, np.float32))
+        a, b = _dropout(x, 0.5, jax.random.key(5)), _dropout(x, 0.5, jax.random.key(5))
         assert a.shape == shape
         np.testing.assert_array_equal(a, b)
-    x = jnp.ones((8, 64), jnp.float32)
-    assert (np.asarray(dropout(x, 0.5, jax.random.key(5))) != np.asarray(dropout(x, 0.5, jax.random.key(6)))).any()
-    assert dropout(jnp.ones((4, 9), jnp.bfloat16), 0.25, jax.random.key(0)).dtype == jnp.bfloat16
+    x = jnp.asarray(np.ones((8, 64), np.float32))
+    assert (np.asarray(_dropout(x, 0.5, jax.random.key(5))) != np.asarray(_dropout(x, 0.5, jax.random.key(6)))).any()
+    assert _dropout(jnp.asarray(np.ones((4, 9), jnp.bfloat16)), 0.25, jax.random.key(0)).dtype == jnp.bfloat16
 
 
 def test_sixteen_bit_numbers_are_uniform_and_both_halves_of_a_word_are_used():
-    u = np.asarray(_bits16(jax.random.key(0), (16, 2048)))
+    u = np.asarray(jax.jit(_bits16, static_argnums=1)(jax.random.key(0), (16, 2048)))
     assert u.min() >= 0 and u.max() < 65536
     assert abs(u.mean() - 32767.5) < 300                      # sd of the mean: 18919 / 181 = 105
     first, second = u[:, :1024], u[:, 1024:]                   # the high and low halves of the same words

@@ -5,8 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import jit
 from vqgan_jax.errors import UserError
 from vqgan_jax.models.dcgan import Discriminator, Generator, num_upsamplings
+
+
+def _normal(seed, shape):
+    """Standard normal test data from numpy (an eager jax.random draw compiles a kernel per shape)."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 @pytest.mark.parametrize("size,channels", [(8, 1), (32, 1), (64, 3)])
@@ -46,9 +52,9 @@ def test_batch_norm_statistics_by_hand():
     """Training mode: the running mean/var move 10% towards the batch's mean and (biased) variance over
     (B, H, W) of the conv output, and the output is normalised with the batch's statistics."""
     d = Discriminator(image_size=16, ndf=4)
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 16, 3))
-    v = d.init(jax.random.PRNGKey(0), x)
-    _, state = d.apply(v, x, train=True, mutable=["batch_stats", "intermediates"],
+    x = _normal(1, (6, 16, 16, 3))
+    v = jit.init(d, jax.random.PRNGKey(0), x)
+    _, state = jit.run(d, v, x, train=True, mutable=["batch_stats", "intermediates"],
                        capture_intermediates=lambda mdl, _: mdl.name in ("conv_1", "bn_1"))
     h = np.asarray(state["intermediates"]["conv_1"]["__call__"][0], np.float64)   # (6, 4, 4, 8) pre-BN
     mean, var = h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2))
@@ -62,29 +68,35 @@ def test_batch_norm_statistics_by_hand():
 
 def test_eval_mode_uses_running_averages_and_is_per_image():
     g = Generator(image_size=16, channels=1, ngf=4)
-    z = jax.random.normal(jax.random.PRNGKey(2), (4, 8))
-    v = g.init(jax.random.PRNGKey(0), z)
-    stats = jax.tree.map(lambda a: a + 0.5, v["batch_stats"])
-    alone = g.apply({**v, "batch_stats": stats}, z[:1])
-    together = g.apply({**v, "batch_stats": stats}, z)
+    z = jax.random.normal(jax.random.PRNGKey(2), (4, 8))  # jax's draw: the statistics' effect is near 1e-3
+    v = jit.init(g, jax.random.PRNGKey(0), z)
+
+    @jax.jit  # the five passes in one program
+    def passes(v, z):
+        stats = jax.tree.map(lambda a: a + 0.5, v["batch_stats"])
+        alone = g.apply({**v, "batch_stats": stats}, z[:1])
+        together = g.apply({**v, "batch_stats": stats}, z)
+        train1, _ = g.apply(v, z[:1], train=True, mutable=["batch_stats"])
+        train4, _ = g.apply(v, z, train=True, mutable=["batch_stats"])
+        return alone, together, g.apply(v, z), train1, train4
+
+    alone, together, own_stats, train1, train4 = map(np.asarray, passes(v, z))
     np.testing.assert_allclose(alone[0], together[0], atol=1e-6)       # no batch dependence in eval mode
-    assert float(jnp.abs(g.apply(v, z) - together).max()) > 1e-3       # and the statistics are used
-    train1, _ = g.apply(v, z[:1], train=True, mutable=["batch_stats"])
-    train4, _ = g.apply(v, z, train=True, mutable=["batch_stats"])
-    assert float(jnp.abs(train1[0] - train4[0]).max()) > 1e-3          # training mode: batch statistics
+    assert float(np.abs(own_stats - together).max()) > 1e-3            # and the statistics are used
+    assert float(np.abs(train1[0] - train4[0]).max()) > 1e-3          # training mode: batch statistics
 
 
 def test_class_conditioning_changes_the_output():
     g = Generator(image_size=16, channels=3, ngf=4, num_classes=5)
     d = Discriminator(image_size=16, ndf=4, num_classes=5)
-    z = jnp.zeros((2, 8))  # only the class embedding differs between the two rows
-    gv = g.init(jax.random.PRNGKey(0), z, jnp.zeros((2,), jnp.int32))
-    a = g.apply(gv, z, jnp.array([0, 1]))
+    z = np.zeros((2, 8), np.float32)  # only the class embedding differs between the two rows
+    gv = jit.init(g, jax.random.PRNGKey(0), z, np.zeros((2,), np.int32))
+    a = np.asarray(jit.run(g, gv, z, np.array([0, 1], np.int32)))
     assert gv["params"]["label_embed"]["embedding"].shape == (5, 50)
-    assert float(jnp.abs(a[0] - a[1]).max()) > 0.1 * float(jnp.abs(a).max())
-    x = jax.random.normal(jax.random.PRNGKey(3), (1, 16, 16, 3)).repeat(2, 0)
-    dv = d.init(jax.random.PRNGKey(0), x, jnp.zeros((2,), jnp.int32))
-    la, lb = d.apply(dv, x, jnp.array([0, 3]))
+    assert float(np.abs(a[0] - a[1]).max()) > 0.1 * float(np.abs(a).max())
+    x = _normal(3, (1, 16, 16, 3)).repeat(2, 0)
+    dv = jit.init(d, jax.random.PRNGKey(0), x, np.zeros((2,), np.int32))
+    la, lb = np.asarray(jit.run(d, dv, x, np.array([0, 3], np.int32)))
     assert abs(float(la - lb)) > 0.01 * max(abs(float(la)), abs(float(lb)))
     with pytest.raises(ValueError, match="needs labels"):
         g.apply(gv, z)

@@ -1,6 +1,8 @@
 """The diffusion samplers with the exact denoiser of Gaussian data, whose posterior mean is analytic:
 x_0 ~ N(mu, diag(s^2)) gives E[x_0 | x_t] = mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu), and
 the probability-flow ODE maps x_T to mu + s (x_T - alpha_T mu) / sqrt(alpha_T^2 s^2 + sigma_T^2)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +12,8 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.losses import diffusion as dl
 from vqgan_jax.sampling import diffusion as ds
 
-MU = jnp.array([1.0, -0.5])
-S = jnp.array([0.6, 1.3])
+MU = np.array([1.0, -0.5], np.float32)  # numpy: the tests' host arithmetic would compile op by op
+S = np.array([0.6, 1.3], np.float32)
 SCHED = dl.cosine_schedule(1000)
 
 
@@ -33,13 +35,17 @@ def exact_ode(x_T, mu=MU, s=S, schedule=SCHED):
 
 @pytest.fixture(scope="module")
 def noise():
-    return jax.random.normal(jax.random.PRNGKey(0), (20000, 2))
+    return np.asarray(jax.random.normal(jax.random.PRNGKey(0), (20000, 2)))  # numpy: slicing it compiles nothing
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "steps"))
+def _sample(x_T, rng, eta, mu, s, *, sampler, steps):
+    """Compiled once per (sampler, steps, shape): eta and the data parameters are traced."""
+    return ds.sample(gaussian_denoiser(mu, s), SCHED, x_T, rng, sampler=sampler, steps=steps, eta=eta)
 
 
 def run(sampler, steps, x_T, seed=1, eta=0.0, mu=MU, s=S):
-    d = gaussian_denoiser(mu, s)
-    return np.asarray(jax.jit(lambda x, r: ds.sample(d, SCHED, x, r, sampler=sampler, steps=steps, eta=eta))(
-        x_T, jax.random.PRNGKey(seed)))
+    return np.asarray(_sample(x_T, jax.random.PRNGKey(seed), eta, mu, s, sampler=sampler, steps=steps))
 
 
 def test_timesteps_descend_from_the_last_to_zero():
@@ -61,7 +67,7 @@ def test_one_ddim_step_is_the_posterior_mean(noise):
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m", "ddpm"])
 def test_a_point_mass_is_hit_exactly(sampler, noise):
     """Data that is one point: every step predicts it, so the samplers land on it whatever the steps."""
-    x = run(sampler, 7, noise[:64], s=jnp.zeros(2))
+    x = run(sampler, 7, noise[:64], s=np.zeros(2, np.float32))
     np.testing.assert_allclose(x, np.broadcast_to(MU, x.shape), atol=1e-4)
 
 
@@ -137,11 +143,11 @@ def test_cfg_combination_and_one_batched_forward():
     np.testing.assert_allclose(ds.cfg_combine(jnp.array(2.0), jnp.array(0.5), 3.0), 0.5 + 3 * 1.5)
     labels = jnp.array([1, 2, 3])
     d = ds.model_denoiser(apply, "eps", SCHED, labels=labels, null_label=9, cfg_scale=3.0)
-    x = jnp.zeros((3, 2))
-    _, eps = d(x, jnp.int32(500))
+    x = np.zeros((3, 2), np.float32)
+    _, eps = jax.jit(d)(x, jnp.int32(500))  # one compile (eager, each op compiles); apply runs as it traces
     np.testing.assert_allclose(eps[:, 0], 0.5 + 3.0 * (np.array([1, 2, 3]) - 0.5))
     assert calls == [6]           # cond and uncond in one forward of twice the batch
-    _, eps = ds.model_denoiser(apply, "eps", SCHED, labels=labels)(x, jnp.int32(500))
+    _, eps = jax.jit(ds.model_denoiser(apply, "eps", SCHED, labels=labels))(x, jnp.int32(500))
     np.testing.assert_allclose(eps[:, 0], [1, 2, 3])
 
 

@@ -3,11 +3,11 @@ seed gives the same samples, labels are checked; the generators registry picks t
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.vae import flowers64
+from tests import jit
 from vqgan_jax import models
 from vqgan_jax.errors import UserError
 from vqgan_jax.sampling import generators, vae as vs
@@ -20,9 +20,9 @@ def loaded():
     c.model.conditional = True
     c.data.num_classes = 3
     model = models.get("vae").from_config(c)
-    x = jnp.zeros((1, 16, 16, 3))
-    variables = model.init({"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)}, x,
-                           jnp.zeros((1,), jnp.int32), train=False)
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    variables = jit.init(model, {"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)}, x,
+                         np.zeros((1,), np.int32), train=False)
     return loading.Loaded(c, model, {"params": variables["params"]}, 0, "plain", parallel.make_mesh())
 
 

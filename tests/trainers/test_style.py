@@ -21,6 +21,11 @@ def engine1(vgg):
     return st.StyleTransfer(vgg, parallel.make_mesh(jax.devices()[:1]))
 
 
+# Content and style from VGG16's first two blocks: the same code path as the default layers (which
+# tests/cli/test_stylize.py runs end to end) at half the compile time of the L-BFGS program.
+SHALLOW = dict(content_layer="relu2_2", style_layers=("relu1_1", "relu2_1"))
+
+
 def images(n, size=32, seed=0):
     """Smooth random pictures float32 (n, size, size, 3) in [0, 1] (upsampled 4x4 noise)."""
     rng = np.random.default_rng(seed)
@@ -31,7 +36,7 @@ def images(n, size=32, seed=0):
 def test_the_loss_falls_and_content_loss_is_zero_at_the_content(engine1):
     content, style = images(1, seed=1), images(1, seed=2)
     seen = []
-    s = st.StyleSettings(steps=20, optimizer="adam")
+    s = st.StyleSettings(steps=20, optimizer="adam", **SHALLOW)
     out, terms = engine1.run(content, style, s, steps_per_call=10,
                              on_chunk=lambda step, x, t: seen.append((step, t)))
     assert [step for step, _ in seen] == [0, 10, 20]
@@ -44,14 +49,15 @@ def test_the_loss_falls_and_content_loss_is_zero_at_the_content(engine1):
 def test_lbfgs_lowers_the_loss(engine1):
     content, style = images(1, seed=1), images(1, seed=2)
     seen = []
-    engine1.run(content, style, st.StyleSettings(steps=3), on_chunk=lambda step, x, t: seen.append(t["total"][0]))
+    engine1.run(content, style, st.StyleSettings(steps=3, **SHALLOW),
+                on_chunk=lambda step, x, t: seen.append(t["total"][0]))
     assert seen[-1] < 0.9 * seen[0]
 
 
 def test_an_image_styled_with_itself_stays_itself(engine1):
     x = images(1, seed=3)
     seen = []
-    out, terms = engine1.run(x, x, st.StyleSettings(steps=3), on_chunk=lambda step, im, t: seen.append(t))
+    out, terms = engine1.run(x, x, st.StyleSettings(steps=3, **SHALLOW), on_chunk=lambda step, im, t: seen.append(t))
     assert seen[0]["content"][0] == 0.0 and seen[0]["style"][0] < 1e-6   # already optimal but for TV
     assert terms["total"][0] <= seen[0]["total"][0] * (1 + 1e-5)
     assert float(np.abs(out - x).mean()) < 0.01
@@ -59,18 +65,18 @@ def test_an_image_styled_with_itself_stays_itself(engine1):
 
 def test_same_seed_same_image(engine1):
     content, style = images(1, seed=1), images(1, seed=2)
-    s = st.StyleSettings(steps=2, optimizer="adam", init="noise", seed=5)
+    s = st.StyleSettings(steps=2, optimizer="adam", init="noise", seed=5, **SHALLOW)
     a, _ = engine1.run(content, style, s)
     b, _ = engine1.run(content, style, s)
     np.testing.assert_array_equal(a, b)
-    c, _ = engine1.run(content, style, st.StyleSettings(steps=2, optimizer="adam", init="noise", seed=6))
+    c, _ = engine1.run(content, style, st.StyleSettings(steps=2, optimizer="adam", init="noise", seed=6, **SHALLOW))
     assert not np.array_equal(a, c)
 
 
 def test_a_batch_on_eight_devices_equals_each_image_alone(vgg, engine1):
     engine8 = st.StyleTransfer(vgg, parallel.make_mesh())
     content, style = images(8, seed=4), images(1, seed=2)
-    s = st.StyleSettings(steps=2, optimizer="adam")  # independent images: per-image Adam moments (vmap)
+    s = st.StyleSettings(steps=2, optimizer="adam", **SHALLOW)  # independent images: per-image Adam moments (vmap)
     batch, _ = engine8.run(content, style, s)
     for i in (0, 5):
         alone, _ = engine1.run(content[i:i + 1], style, s)
