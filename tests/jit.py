@@ -1,7 +1,9 @@
-"""Small helpers the tests share: run a module under one jit, init it cheaply."""
+"""Small helpers the tests share: run a module under one jit, init it cheaply, draw test data without
+compiling."""
 import functools
 
 import jax
+import numpy as np
 
 from vqgan_jax import backends
 from vqgan_jax.train import parallel
@@ -17,3 +19,9 @@ def init(module, rngs, *args, **kwargs):
     the same: `tests/train/test_parallel.py`); keyword args are static."""
     return parallel.run_once_jitted(functools.partial(module.init, **kwargs), rngs, *args,
                                     compiler_options=backends.init_compiler_options("xla_cpu"))
+
+
+def normal(seed: int, shape) -> np.ndarray:
+    """Standard normal test data float32 `shape` from numpy (an eager jax.random draw compiles a kernel per
+    shape, 0.5-2 s each on a 2-core CPU)."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -10,11 +10,6 @@ from vqgan_jax.errors import UserError
 from vqgan_jax.models.dcgan import Discriminator, Generator, num_upsamplings
 
 
-def _normal(seed, shape):
-    """Standard normal test data from numpy (an eager jax.random draw compiles a kernel per shape)."""
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 @pytest.mark.parametrize("size,channels", [(8, 1), (32, 1), (64, 3)])
 def test_shapes_and_layout(size, channels):
     g, d = Generator(image_size=size, channels=channels, ngf=4), Discriminator(image_size=size, ndf=4)
@@ -52,7 +47,7 @@ def test_batch_norm_statistics_by_hand():
     """Training mode: the running mean/var move 10% towards the batch's mean and (biased) variance over
     (B, H, W) of the conv output, and the output is normalised with the batch's statistics."""
     d = Discriminator(image_size=16, ndf=4)
-    x = _normal(1, (6, 16, 16, 3))
+    x = jit.normal(1, (6, 16, 16, 3))
     v = jit.init(d, jax.random.PRNGKey(0), x)
     _, state = jit.run(d, v, x, train=True, mutable=["batch_stats", "intermediates"],
                        capture_intermediates=lambda mdl, _: mdl.name in ("conv_1", "bn_1"))
@@ -94,7 +89,7 @@ def test_class_conditioning_changes_the_output():
     a = np.asarray(jit.run(g, gv, z, np.array([0, 1], np.int32)))
     assert gv["params"]["label_embed"]["embedding"].shape == (5, 50)
     assert float(np.abs(a[0] - a[1]).max()) > 0.1 * float(np.abs(a).max())
-    x = _normal(3, (1, 16, 16, 3)).repeat(2, 0)
+    x = jit.normal(3, (1, 16, 16, 3)).repeat(2, 0)
     dv = jit.init(d, jax.random.PRNGKey(0), x, np.zeros((2,), np.int32))
     la, lb = np.asarray(jit.run(d, dv, x, np.array([0, 3], np.int32)))
     assert abs(float(la - lb)) > 0.01 * max(abs(float(la)), abs(float(lb)))

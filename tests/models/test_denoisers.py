@@ -31,15 +31,11 @@ def test_timestep_embedding_by_hand():
     assert embed(jnp.array([1]), 5).shape == (1, 5)
 
 
-def _normal(seed, shape):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)  # eager draws compile slowly
-
-
 @pytest.fixture(scope="module", params=["unet", "dit"])
 def built(request):
     """(name, model, params, x, t, y, forward): forward(params, x, t, y) compiled once for both tests."""
     model = denoisers.from_config(cfg(request.param), channels=8, num_classes=3)
-    x = _normal(0, (2, 8, 8, 8))
+    x = jit.normal(0, (2, 8, 8, 8))
     t, y = np.array([10, 900], np.int32), np.array([0, 2], np.int32)  # numpy: t + 100 etc. compile nothing
     params = jit.init(model, jax.random.PRNGKey(1), x, t, y)["params"]
     forward = jax.jit(lambda p, x, t, y: model.apply({"params": p}, x, t, y))
@@ -98,7 +94,7 @@ def test_bfloat16_compute_stays_close_to_float32():
     c16.dtype = "bfloat16"
     m32 = denoisers.from_config(c32, channels=4, num_classes=0)
     m16 = denoisers.from_config(c16, channels=4, num_classes=0)
-    x, t = _normal(0, (2, 8, 8, 4)), jnp.array([5, 500])
+    x, t = jit.normal(0, (2, 8, 8, 4)), jnp.array([5, 500])
     p = _perturbed(jit.init(m32, jax.random.PRNGKey(1), x, t)["params"], 3)
     y32 = jax.jit(lambda p, x, t: m32.apply({"params": p}, x, t))(p, x, t)
     y16 = jax.jit(lambda p, x, t: m16.apply({"params": p}, x, t))(p, x, t)

@@ -6,19 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.jit import init as init_fast, run
+from tests.jit import init as init_fast, normal, run
 from vqgan_jax.errors import UserError
 from vqgan_jax.nn.layers import AttnBlock, Downsample, ResnetBlock, Upsample, dtype_from_name, num_groups_for
 
 
-def _normal(seed, shape):
-    """Standard normal test data from numpy (an eager jax.random draw compiles a kernel per shape)."""
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def test_resnet_block_dropout_only_in_train():
     block = ResnetBlock(out_channels=16, dropout=0.5)
-    x = _normal(0, (1, 4, 4, 8))
+    x = normal(0, (1, 4, 4, 8))
     v = init_fast(block, jax.random.key(0), x, train=False)
     assert "nin_shortcut" in v["params"]
     evaluate = jax.jit(lambda v, x: block.apply(v, x, train=False))  # compiled once, run twice
@@ -29,7 +24,7 @@ def test_resnet_block_dropout_only_in_train():
 
 
 def test_attention_matches_hand_softmax():
-    x = _normal(0, (2, 3, 3, 8))
+    x = normal(0, (2, 3, 3, 8))
     block = AttnBlock()
     v = init_fast(block, jax.random.key(1), x)
 

@@ -178,7 +178,7 @@ def real_vs_fake(real, fake, *, image_size: int | None = None, test_fraction: fl
     key = jax.random.PRNGKey(seed)
     init_key, dropout_key = jax.random.split(key)
     # One compiled initialiser with the backend's one-off compiler options (the same values): eagerly, every
-    # initialiser's random draw compiled on its own, 9 s of the classifier's start on a 2-core CPU.
+    # initialiser's random draw compiles on its own, most of the classifier's start on a CPU.
     init_options = backends.init_compiler_options(backends.resolve("auto", jax.devices()[:1]))
     params = parallel.run_once_jitted(functools.partial(model.init, train=False), init_key,
                                       jnp.zeros((1, *size, real.shape[-1]), jnp.float32),
