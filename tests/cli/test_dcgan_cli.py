@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     return work, r
 
 
+@pytest.mark.slow  # the same run folder and sampling, in process: tests/trainers/test_dcgan.py (fast tier)
 def test_train_then_sample(trained, tmp_path):
     work, r = trained
     assert "step 4/4" in r.stdout and "final_samples:" in r.stdout

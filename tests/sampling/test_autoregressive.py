@@ -186,11 +186,12 @@ def test_chunks_cover_the_loop():
         sample(chain_logits, NO_CACHE, PROMPT, jax.random.key(0), num_steps=2, chunk_len=-1)
 
 
-@pytest.mark.parametrize("chunk_len", [1, 5, 0])
-def test_gpt2_chunked_cache_sampling_draws_the_same_tokens(tiny_gpt2_sampler, chunk_len):
+# chunk_len 1 writes one position per chunk (an unrolled chunk per step: 6 steps keep its compile short)
+@pytest.mark.parametrize("chunk_len,num_steps", [(1, 6), (5, 22), (0, 22)])
+def test_gpt2_chunked_cache_sampling_draws_the_same_tokens(tiny_gpt2_sampler, chunk_len, num_steps):
     fns = tiny_gpt2_sampler
     prompt = jnp.array([[3, 9], [60, 1]], jnp.int32)
-    kw = dict(num_steps=22, temperature=1.0, top_k=20)
+    kw = dict(num_steps=num_steps, temperature=1.0, top_k=20)
     chunked = sample(fns.tokens_to_logits, fns.init_cache, prompt, jax.random.key(5), chunk_len=chunk_len, **kw)
     full = sample_no_cache(fns.sequence_to_logits, fns.params, prompt, jax.random.key(5), **kw)
     np.testing.assert_array_equal(chunked, full)
