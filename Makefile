@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 PYTEST := $(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup
 
-# The fast tier (on 2 cores about 8 minutes with a warm XLA compilation cache, longer cold: bench/README.md): everything but the tests marked slow (restarted, faulted and
+# The fast tier (on 2 cores about 5 minutes with a warm XLA compilation cache, 9-12 cold: bench/README.md): everything but the tests marked slow (restarted, faulted and
 # multi-process runs; end-to-end runs that repeat a fast-tier path). VQGAN_TEST_CPU_LOG=FILE logs each test's CPU seconds.
 test: $(STAMP)
 	$(PYTEST) -m "not slow"
