@@ -15,8 +15,8 @@ def run(module, variables, *args, **kwargs):
 
 
 def init(module, rngs, *args, **kwargs):
-    """module.init(rngs, *args, **kwargs) compiled without XLA:CPU's backend optimisation (the values are
-    the same: `tests/train/test_parallel.py`); keyword args are static."""
+    """module.init(rngs, *args, **kwargs) compiled without XLA:CPU's backend optimisation, as the trainers
+    initialise (some weights may differ from an eager init's by an ulp); keyword args are static."""
     return parallel.run_once_jitted(functools.partial(module.init, **kwargs), rngs, *args,
                                     compiler_options=backends.init_compiler_options("xla_cpu"))
 

@@ -39,8 +39,8 @@ def run(capsys, *args):
 
 
 FAST = ["--steps", "2", "--optimizer", "adam"]
-# VGG16's first two blocks only: the program compiles in a fifth of the time of the default layers (which
-# the slow-tier runs below keep end to end)
+# VGG16's first two blocks only: a much smaller program to compile than the default layers' (which the
+# slow-tier runs below keep end to end)
 SHALLOW = ["--content_layer", "relu2_2", "--style_layers", "relu1_1,relu2_1"]
 
 
