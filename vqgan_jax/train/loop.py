@@ -116,9 +116,18 @@ def check_settings(prefix: str, *, num_steps: int, log_every: int, ckpt_every: i
 
 @jax.jit
 def _nonfinite_count(tree) -> jax.Array:
-    """Number of NaN/inf entries over every floating-point leaf of a pytree (int32 scalar)."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return sum((jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in leaves), jnp.zeros((), jnp.int32))
+    """Number of NaN/inf entries over every floating-point leaf of a pytree (int32 scalar).
+
+    One reduction over the leaves laid end to end (in their widest float dtype, so no finite value
+    overflows): a sum per leaf made ~600 small reductions for a VQGAN state, and XLA:CPU took 3 s to
+    compile them against 0.6 s for this (flowers64, bench/README.md).
+    """
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    if not leaves:
+        return jnp.zeros((), jnp.int32)
+    dtype = jnp.result_type(*leaves)
+    flat = jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+    return jnp.sum(~jnp.isfinite(flat), dtype=jnp.int32)
 
 
 def _last_good(ckpt: Checkpointer) -> str:
