@@ -127,8 +127,8 @@ def _nonfinite_count(tree, chunk: int = NONFINITE_CHUNK) -> jax.Array:
 
     One reduction per run of leaves laid end to end (in their widest float dtype, so no finite value
     overflows; a run holds at most `chunk` elements, or one larger leaf): one reduction per leaf made ~600
-    small reductions of a VQGAN state, which XLA:CPU took 3.4 s to compile against 1.1 s for the ~20 runs
-    of the flowers64 state and 0.6 s for the tiny preset's one (bench/README.md).
+    small reductions of a VQGAN state, which XLA:CPU took about 3 s to compile against 1.2 s for the ~20
+    runs of the flowers64 state and 0.5 s for the tiny preset's one (bench/README.md).
     """
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
     if not leaves:
