@@ -35,7 +35,8 @@ def run_steps(setup, n, batch, seed=0, unused_codes=False):
     first batch assigns fewer than 5 vectors to fall below the preset's restart threshold (0.5) at once."""
     state = setup.init_state(seed)
     if unused_codes:
-        state = state.replace(vq_stats=jax.tree.map(lambda u: u * 0.0, state.vq_stats))
+        quantize = state.vq_stats["quantize"]
+        state = state.replace(vq_stats={**state.vq_stats, "quantize": {**quantize, "usage": quantize["usage"] * 0.0}})
     gb = parallel.global_batch(batch, setup.mesh)
     key = jax.random.PRNGKey(seed)
     out = []

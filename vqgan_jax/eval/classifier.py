@@ -22,6 +22,7 @@ import optax
 from flax.training import train_state
 
 from vqgan_jax.errors import UserError
+from vqgan_jax.train import parallel
 
 CLASS_NAMES = ("real", "fake")  # row / column order of the confusion matrix; labels 1 and 0
 
@@ -132,7 +133,8 @@ def init_params(model: nn.Module, key: jax.Array, input_shape: tuple) -> dict:
     eagerly, every random draw compiles on its own (most of the classifier's start on a CPU). Default
     compiler options keep the weights bit-identical to an eager `model.init` (XLA:CPU's one-off init options
     change some by an ulp, and so the accuracies reported)."""
-    return jax.jit(functools.partial(model.init, train=False))(key, jnp.zeros(input_shape, jnp.float32))["params"]
+    return parallel.run_once_jitted(functools.partial(model.init, train=False), key,
+                                    jnp.zeros(input_shape, jnp.float32))["params"]
 
 
 def real_vs_fake(real, fake, *, image_size: int | None = None, test_fraction: float = 0.2, epochs: int = 10,

@@ -117,7 +117,7 @@ def check_settings(prefix: str, *, num_steps: int, log_every: int, ckpt_every: i
 
 # Leaves are laid end to end in runs of at most this many elements. XLA:CPU materialises each run, so
 # runs this short keep the check's scratch memory where one reduction per leaf had it (flowers64 stage-1
-# state: 83 MiB against 79 MiB; one run for all 20.8M elements: 140 MiB) and its speed (0.05 s).
+# state: 83 MiB against 79 MiB; one run for all 20.8M elements: 140-159 MiB) and its speed (0.04-0.06 s).
 NONFINITE_CHUNK = 1 << 20
 
 
@@ -127,8 +127,8 @@ def _nonfinite_count(tree, chunk: int = NONFINITE_CHUNK) -> jax.Array:
 
     One reduction per run of leaves laid end to end (in their widest float dtype, so no finite value
     overflows; a run holds at most `chunk` elements, or one larger leaf): one reduction per leaf made ~600
-    small reductions of a VQGAN state, which XLA:CPU took about 3 s to compile against 1.2 s for the ~20
-    runs of the flowers64 state and 0.5 s for the tiny preset's one (bench/README.md).
+    small reductions of a VQGAN state, which XLA:CPU took about 3 s to compile against 1.2-1.7 s for the
+    ~20 runs of the flowers64 state and 0.5-0.7 s for the tiny preset's one (bench/README.md).
     """
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
     if not leaves:
